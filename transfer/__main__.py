@@ -1,0 +1,6 @@
+"""`python -m transfer` is the `transfer` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The `transfer` command line: thin click commands that parse, then call one function each.
+
+A user's mistake (a TransferError) prints one line `error: ...` and exits 2; --debug shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from .errors import TransferError
+
+
+class _Group(click.Group):
+    """Turns TransferErrors raised by any command into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TransferError as e:
+            if ctx.meta.get("transfer.debug"):
+                raise
+            message = " ".join(str(e).split("\n"))
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="transfer", prog_name="transfer")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Assemble-ResNet (arXiv 2001.06268) in PyTorch: backbones, pretraining, fine-tuning, retrieval."""
+    ctx.meta["transfer.debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[str]], caption: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=max(120, len(columns) * 14)).print(table)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def models(fmt: str) -> None:
+    """List every named model: depth, tweaks, parameters, MACs at 224 px, resolutions.
+
+    Each name is one row of the paper's ablation (Tables 2, 6 and 7); `create_model(name)` builds it.
+    """
+    from .models.zoo import describe, list_models
+
+    rows = [describe(name) for name in list_models()]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _print_table(
+        "transfer models",
+        ["name", "depth", "tweaks", "params (M)", "GMACs@224", "train/eval px", "paper rows"],
+        [[r["name"], str(r["depth"]), ", ".join(r["tweaks"]) or "-", f"{r['params'] / 1e6:.1f}",
+          f"{r['macs'] / 1e9:.2f}", f"{r['resolution']['train']}/{r['resolution']['eval']}", r["paper"]]
+         for r in rows],
+    )
+
+
+@cli.command()
+@click.argument("model_names", nargs=-1, required=True, metavar="MODEL [MODEL ...]")
+@click.option("--batch-size", default=16, show_default=True, help="Images per forward pass.")
+@click.option("--resolution", default=224, show_default=True, help="Input height and width in pixels.")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="fp32, or autocast to bf16/fp16.")
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True)
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
+              help="torch.compile each model first (compilation is not timed).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--warmup", default=2, show_default=True, help="Untimed passes per model.")
+@click.option("--repeats", default=5, show_default=True, help="Timed passes per model (median reported).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def benchmark(model_names: tuple[str, ...], batch_size: int, resolution: int, dtype: str, channels_last: bool,
+              compile_: bool, device: str, warmup: int, repeats: int, fmt: str) -> None:
+    """Inference throughput of MODELs, timed side by side; ratios are to the first MODEL.
+
+    MODEL is a name from `transfer models`, or torchvision:NAME (e.g. torchvision:resnet50) for reference.
+    """
+    from .eval.throughput import BenchmarkSettings, describe_machine, measure_throughput, resolve_device
+    from .models.zoo import build_for_benchmark
+
+    settings = BenchmarkSettings(batch_size, resolution, dtype, channels_last, compile_, device, warmup, repeats)
+    models = {name: build_for_benchmark(name) for name in model_names}
+    rows = measure_throughput(models, settings)
+    if fmt == "json":
+        click.echo(json.dumps([{k: r[k] for k in ("model", "images_per_second", "ratio", "peak_memory_mb")}
+                               for r in rows], indent=2))
+        return
+    machine = describe_machine(resolve_device(device))
+    cols = ["model", "images/s (median)", f"ratio to {rows[0]['model']}"]
+    has_mem = rows[0]["peak_memory_mb"] is not None
+    if has_mem:
+        cols.append("peak MiB")
+    _print_table(
+        f"inference, batch {batch_size}, {resolution} px, {dtype}"
+        f"{', channels_last' if channels_last else ''}{', compiled' if compile_ else ''}",
+        cols,
+        [[r["model"], f"{r['images_per_second']:.1f}", f"{r['ratio']:.3f}"]
+         + ([f"{r['peak_memory_mb']:.0f}"] if has_mem else []) for r in rows],
+        caption=f"{machine['device']} ({machine.get('gpu', machine['processor'])}, {machine['threads']} threads), "
+                f"torch {machine['torch']}; median of {repeats} round-robin repeats",
+    )
+
+
+def main() -> None:
+    cli(prog_name="transfer")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: metrics and measurements that take a model or arrays and return numbers."""

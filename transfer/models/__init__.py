@@ -1,0 +1,6 @@
+"""The backbone: layers, the ResNet, the named zoo and weights I/O."""
+
+from .resnet import ResNet, ResNetConfig
+from .zoo import MODELS, create_model, list_models
+
+__all__ = ["MODELS", "ResNet", "ResNetConfig", "create_model", "list_models"]

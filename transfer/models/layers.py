@@ -1,0 +1,209 @@
+"""The paper's building blocks as small modules with no knowledge of training.
+
+Each layer is named after the part of arXiv 2001.06268 it implements; numbers cite the paper's tables.
+Schedules (DropBlock's keep_prob) are set from outside through `set_keep_prob`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int = 1, *, dilation: int = 1,
+            relu: bool = True, bn: dict | None = None) -> nn.Sequential:
+    """Bias-free conv -> BN [-> ReLU], 'same' padding for odd kernels."""
+    pad = dilation * (kernel - 1) // 2
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_ch, out_ch, kernel, stride, pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_ch, **(bn or {})),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class BlurPool(nn.Module):
+    """Anti-aliased downsampling (Zhang 2019; the paper's Table 3, row A4).
+
+    The binomial filter [1,2,1]x[1,2,1]/16 with reflect padding, applied per channel, then stride 2.
+    The 3-tap binomial is a 2-tap box filter applied twice, so the filter runs as two average pools
+    (stride 1, then stride 2): the same numbers as the depthwise convolution, but cheaper, because
+    pooling needs no weight tensor and keeps channels_last (measured in benchmarks/backbones.py).
+    """
+
+    def __init__(self, channels: int, stride: int = 2):
+        super().__init__()
+        if stride != 2:
+            raise ValueError(f"BlurPool supports stride 2 only, got {stride}")
+        self.channels = channels
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        x = F.avg_pool2d(x, kernel_size=2, stride=1)
+        return F.avg_pool2d(x, kernel_size=2, stride=2)
+
+    @staticmethod
+    def filter() -> torch.Tensor:
+        """The 3x3 binomial filter itself (for reference and tests)."""
+        f = torch.tensor([1.0, 2.0, 1.0])
+        return torch.outer(f, f) / 16.0
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, filter=binomial3, stride={self.stride}"
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation (Hu 2018), r=16 as in rows E4/E5: GAP -> 1x1 -> ReLU -> 1x1 -> sigmoid."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.reduce = nn.Conv2d(channels, hidden, 1, bias=False)
+        self.expand = nn.Conv2d(hidden, channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = self.expand(F.relu(self.reduce(s), inplace=True))
+        return x * torch.sigmoid(s)
+
+
+class SelectiveKernel(nn.Module):
+    """Selective Kernel convolution (Li 2019) in the two forms of the paper's Table 2.
+
+    kind="sk_dagger" (row C3, the one the final model uses): a single 3x3 conv to 2C channels -> BN -> ReLU,
+    split into two paths of C channels. kind="sk" (row C2): a 3x3 path and a dilated 3x3 path (the 5x5
+    receptive field at 3x3 cost), each conv -> BN -> ReLU. Fuse: sum -> GAP -> 1x1 conv to
+    d = max(C / reduction, min_dim) -> BN -> ReLU -> 1x1 conv to 2C -> softmax over the two paths, per
+    channel -> weighted sum of the paths.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, kind: str = "sk_dagger",
+                 reduction: int = 2, min_dim: int = 32, bn: dict | None = None):
+        super().__init__()
+        if kind not in ("sk", "sk_dagger"):
+            raise ValueError(f"SelectiveKernel kind must be 'sk' or 'sk_dagger', got {kind!r}")
+        self.kind = kind
+        self.out_ch = out_ch
+        if kind == "sk_dagger":
+            self.paths = nn.ModuleList([conv_bn(in_ch, 2 * out_ch, 3, stride, bn=bn)])
+        else:
+            self.paths = nn.ModuleList([
+                conv_bn(in_ch, out_ch, 3, stride, bn=bn),
+                conv_bn(in_ch, out_ch, 3, stride, dilation=2, bn=bn),
+            ])
+        hidden = max(out_ch // reduction, min_dim)
+        self.fuse = conv_bn(out_ch, hidden, 1, bn=bn)
+        self.select = nn.Conv2d(hidden, 2 * out_ch, 1, bias=False)
+
+    def attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two paths stacked (N, 2, C, H, W) and their per-channel weights (N, 2, C, 1, 1)."""
+        if self.kind == "sk_dagger":
+            y = self.paths[0](x)
+            n, _, h, w = y.shape
+            paths = y.view(n, 2, self.out_ch, h, w)
+        else:
+            paths = torch.stack([p(x) for p in self.paths], dim=1)
+            n, _, _, h, w = paths.shape
+        u = paths.sum(1).mean((2, 3), keepdim=True)
+        logits = self.select(self.fuse(u)).view(n, 2, self.out_ch, 1, 1)
+        return paths, logits.softmax(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        paths, weights = self.attention(x)
+        return (paths * weights).sum(1)
+
+
+class DropBlock(nn.Module):
+    """DropBlock (Ghiasi 2018) as the paper applies it (section 3.2; rows E5+).
+
+    In training, seeds are drawn with rate gamma = (1 - keep_prob) * H * W / (b^2 (H - b + 1)(W - b + 1))
+    times `gamma_scale` (0.25 in stage 3, 1.0 in stage 4) on the valid region, grown into b x b blocks
+    by max-pooling, and the survivors rescaled by (mask size / kept count). The mask is one (1, C, H, W)
+    array shared by the batch, as the official code draws it, unless `shared_mask=False`.
+    Identity in eval mode and at keep_prob = 1. `keep_prob` is a plain attribute set by the engine's
+    schedule (see `set_keep_prob`).
+    """
+
+    def __init__(self, block_size: int = 7, gamma_scale: float = 1.0, keep_prob: float = 1.0,
+                 shared_mask: bool = True):
+        super().__init__()
+        self.block_size = block_size
+        self.gamma_scale = gamma_scale
+        self.keep_prob = keep_prob
+        self.shared_mask = shared_mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.keep_prob >= 1.0:
+            return x
+        n, c, h, w = x.shape
+        b = min(self.block_size, h, w)
+        valid_h, valid_w = h - b + 1, w - b + 1
+        gamma = (1.0 - self.keep_prob) * h * w / (b * b * valid_h * valid_w) * self.gamma_scale
+        shape = (1 if self.shared_mask else n, c, valid_h, valid_w)
+        seeds = (torch.rand(shape, device=x.device) < gamma).to(x.dtype)
+        # Seeds sit on the valid region: pad so each seed is the centre of a block fully inside the map.
+        lo, hi = (b - 1) // 2, b // 2
+        seeds = F.pad(seeds, (lo, hi, lo, hi))
+        dropped = F.max_pool2d(seeds, kernel_size=b, stride=1, padding=b // 2)
+        if b % 2 == 0:  # an even kernel with padding b//2 yields one extra row/column
+            dropped = dropped[:, :, :h, :w]
+        keep = 1.0 - dropped
+        scale = keep.numel() / keep.sum().clamp(min=1.0)
+        return x * keep * scale
+
+    def extra_repr(self) -> str:
+        return (f"block_size={self.block_size}, gamma_scale={self.gamma_scale}, "
+                f"keep_prob={self.keep_prob}, shared_mask={self.shared_mask}")
+
+
+def set_keep_prob(model: nn.Module, keep_prob: float) -> int:
+    """Set every DropBlock's keep_prob in `model`; returns how many were set (the schedule's one knob)."""
+    if not 0.0 < keep_prob <= 1.0:
+        raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob}")
+    count = 0
+    for m in model.modules():
+        if isinstance(m, DropBlock):
+            m.keep_prob = keep_prob
+            count += 1
+    return count
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling (Radenovic 2018): (mean x^p)^(1/p); p=3 fixed in the paper's retrieval."""
+
+    def __init__(self, p: float = 3.0, learnable: bool = False, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        if learnable:
+            self.p = nn.Parameter(torch.tensor(float(p)))
+        else:
+            self.register_buffer("p", torch.tensor(float(p)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.p.to(x.dtype)
+        return x.clamp(min=self.eps).pow(p).mean((2, 3)).pow(1.0 / p)
+
+    def extra_repr(self) -> str:
+        return f"p={float(self.p):.3g}, learnable={isinstance(self.p, nn.Parameter)}"
+
+
+class AvgPool(nn.Module):
+    """Global average pooling to (N, C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+def tf_variance_scaling_(weight: torch.Tensor) -> torch.Tensor:
+    """He initialisation as the official TF code draws it: fan_in, truncated normal at 2 std.
+
+    TF divides the std by 0.8796 so that the truncated distribution keeps variance 2 / fan_in.
+    """
+    fan_in = weight[0].numel()
+    std = math.sqrt(2.0 / fan_in) / 0.87962566103423978
+    return nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)

@@ -1,0 +1,219 @@
+"""Weights files: safetensors + a JSON sidecar that says what the weights are and how to feed them.
+
+A file `NAME.safetensors` comes with `NAME.json` (architecture, overrides, input normalisation, classes).
+The same JSON is stored in the safetensors header too, so the weights file alone rebuilds its model.
+Pickled files (torchvision state_dicts, training checkpoints) are only read with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import WeightsError
+
+log = logging.getLogger("transfer")
+
+SIDECAR_FORMAT = "transfer.weights/1"
+_HEAD_KEYS = ("fc.weight", "fc.bias")
+_BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_metadata(model: nn.Module, **extra) -> dict:
+    """The sidecar's content for a model made by create_model."""
+    arch = getattr(model, "arch", None)
+    if arch is None:
+        raise WeightsError("this model was not made by create_model, so its weights cannot describe it; "
+                           "build it with transfer.create_model(name, ...)")
+    meta = {
+        "format": SIDECAR_FORMAT,
+        "architecture": arch,
+        "overrides": _jsonable(getattr(model, "overrides", {})),
+        "num_classes": model.num_classes,
+        "num_features": model.num_features,
+        "params": sum(p.numel() for p in model.parameters()),
+        "input": model.input_spec.to_dict(),
+    }
+    meta.update(_jsonable(extra))
+    return meta
+
+
+def save_weights(model: nn.Module, path: str | Path, **extra) -> Path:
+    """Save `model`'s state as safetensors with its sidecar; `extra` (class names, recipe hash) joins the sidecar.
+
+    Both files are written atomically; the sidecar goes last, so a sidecar always describes its weights.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"weights path {path} must end in .safetensors")
+    meta = model_metadata(model, **extra)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
+        tmp_file = Path(tmp) / "w.safetensors"
+        save_file(state, str(tmp_file), metadata={"transfer": json.dumps(meta)})
+        atomic_write_bytes(path, tmp_file.read_bytes())
+    atomic_write_bytes(sidecar_path(path), (json.dumps(meta, indent=2) + "\n").encode())
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The sidecar of a weights file (or the copy in its safetensors header when the sidecar is gone)."""
+    path = Path(path)
+    side = sidecar_path(path)
+    if side.is_file():
+        try:
+            return json.loads(side.read_text())
+        except json.JSONDecodeError as e:
+            raise WeightsError(f"sidecar {side} is not valid JSON ({e}); delete it to use the copy in "
+                               f"{path.name}'s header") from None
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            header = (f.metadata() or {}).get("transfer")
+        if header:
+            return json.loads(header)
+    raise WeightsError(f"{path} has no sidecar {side.name} and no description in its header, so its "
+                       f"architecture is unknown; use create_model(NAME, weights='{path}')")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file or a pickled state_dict / checkpoint (read with weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise WeightsError(f"{path} is not a readable safetensors file ({e})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and weights_only errors all mean the same thing to the user
+        raise WeightsError(f"{path} is not a readable PyTorch state_dict ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); save weights with "
+                           f"torch.save(model.state_dict(), path)") from None
+    for key in ("state_dict", "model", "model_state"):  # common checkpoint wrappers
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path} does not hold a state_dict (a dict of tensors)")
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+
+
+_TV_BLOCK = re.compile(r"^layer(\d)\.(\d+)\.(.*)$")
+
+
+def from_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a torchvision ResNet state_dict to this package's module names."""
+    out = {}
+    for key, value in state.items():
+        new = key
+        if key.startswith(("conv1.", "bn1.")):
+            new = "stem." + key
+        elif m := _TV_BLOCK.match(key):
+            stage, block, rest = int(m.group(1)) - 1, m.group(2), m.group(3)
+            rest = rest.replace("downsample.0.", "shortcut.conv.").replace("downsample.1.", "shortcut.bn.")
+            new = f"stages.{stage}.{block}.{rest}"
+        out[new] = value
+    return out
+
+
+def is_torchvision_layout(state: dict) -> bool:
+    return "conv1.weight" in state and any(k.startswith("layer1.") for k in state)
+
+
+def load_weights(model: nn.Module, path: str | Path, *, restore_bn_stats: bool = True) -> nn.Module:
+    """Load a weights file into `model`, in place.
+
+    A classifier for another number of classes is skipped (the model keeps its fresh head, and says so).
+    `restore_bn_stats=False` keeps the model's BN running statistics, as the paper's warm start did.
+    Any other mismatch fails, naming the first missing and unexpected keys.
+    """
+    state = read_state_dict(path)
+    if is_torchvision_layout(state):
+        state = from_torchvision(state)
+    own = model.state_dict()
+    head_in_file = {k: state[k] for k in _HEAD_KEYS if k in state}
+    if head_in_file and any(k not in own or own[k].shape != v.shape for k, v in head_in_file.items()):
+        file_classes = head_in_file.get("fc.weight", head_in_file.get("fc.bias")).shape[0]
+        log.warning("%s has a %d-class classifier, the model has %d classes: loaded the backbone and "
+                    "re-initialised the classifier", Path(path).name, file_classes, model.num_classes)
+        for k in _HEAD_KEYS:
+            state.pop(k, None)
+        if model.num_classes:
+            state.update({k: own[k] for k in _HEAD_KEYS})
+    if not restore_bn_stats:
+        state = {k: v for k, v in state.items() if not k.endswith(_BN_STATS)}
+        state.update({k: v for k, v in own.items() if k.endswith(_BN_STATS)})
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shape:
+        arch = getattr(model, "arch", type(model).__name__)
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:3])})")
+        if shape:
+            k = shape[0]
+            parts.append(f"{len(shape)} shape mismatches (first: {k} {tuple(state[k].shape)} in file vs "
+                         f"{tuple(own[k].shape)} in model)")
+        raise WeightsError(f"{path} does not fit model {arch}: {'; '.join(parts)}; check the architecture "
+                           f"the weights were saved from (their .json sidecar names it)")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_model(path: str | Path, **overrides) -> nn.Module:
+    """Rebuild a model from a weights file alone (its sidecar or header names the architecture)."""
+    from .zoo import create_model
+
+    meta = read_metadata(path)
+    if meta.get("format") != SIDECAR_FORMAT:
+        raise WeightsError(f"{sidecar_path(path)} is not a transfer weights sidecar (format "
+                           f"{meta.get('format')!r}, expected {SIDECAR_FORMAT!r})")
+    kwargs = {**meta.get("overrides", {}), "num_classes": meta["num_classes"], **overrides}
+    model = create_model(meta["architecture"], **kwargs)
+    load_weights(model, path)
+    model.weights_metadata = meta
+    return model
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return obj
