@@ -29,10 +29,9 @@ def conv_bn(in_ch: int, out_ch: int, kernel: int, stride: int = 1, *, dilation: 
 class BlurPool(nn.Module):
     """Anti-aliased downsampling (Zhang 2019; the paper's Table 3, row A4).
 
-    The binomial filter [1,2,1]x[1,2,1]/16 with reflect padding, applied per channel, then stride 2.
-    The 3-tap binomial is a 2-tap box filter applied twice, so the filter runs as two average pools
-    (stride 1, then stride 2): the same numbers as the depthwise convolution, but cheaper, because
-    pooling needs no weight tensor and keeps channels_last (measured in benchmarks/backbones.py).
+    The binomial filter [1,2,1]x[1,2,1]/16 with reflect padding, applied per channel (depthwise), stride 2.
+    As a depthwise convolution it runs 2-12x faster on CPU than the same filter written as two average pools
+    (measured in benchmarks/backbones.py), and autocast and channels_last apply to it like to any conv.
     """
 
     def __init__(self, channels: int, stride: int = 2):
@@ -41,15 +40,16 @@ class BlurPool(nn.Module):
             raise ValueError(f"BlurPool supports stride 2 only, got {stride}")
         self.channels = channels
         self.stride = stride
+        # A constant, not a parameter: kept out of the state_dict so weights files carry only what is learnt.
+        self.register_buffer("weight", self.filter().expand(channels, 1, 3, 3).contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        x = F.avg_pool2d(x, kernel_size=2, stride=1)
-        return F.avg_pool2d(x, kernel_size=2, stride=2)
+        return F.conv2d(x, self.weight.to(x.dtype), stride=self.stride, groups=self.channels)
 
     @staticmethod
     def filter() -> torch.Tensor:
-        """The 3x3 binomial filter itself (for reference and tests)."""
+        """The 3x3 binomial filter itself."""
         f = torch.tensor([1.0, 2.0, 1.0])
         return torch.outer(f, f) / 16.0
 
@@ -100,22 +100,27 @@ class SelectiveKernel(nn.Module):
         self.fuse = conv_bn(out_ch, hidden, 1, bn=bn)
         self.select = nn.Conv2d(hidden, 2 * out_ch, 1, bias=False)
 
+    def _paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "sk_dagger":
+            return self.paths[0](x).chunk(2, dim=1)
+        return self.paths[0](x), self.paths[1](x)
+
+    def _weights(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # GAP of the sum = sum of the GAPs: reduce each path once, never materialise a + b.
+        u = a.mean((2, 3), keepdim=True) + b.mean((2, 3), keepdim=True)
+        logits = self.select(self.fuse(u))
+        return logits.view(logits.shape[0], 2, self.out_ch, 1, 1).softmax(dim=1)
+
     def attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two paths stacked (N, 2, C, H, W) and their per-channel weights (N, 2, C, 1, 1)."""
-        if self.kind == "sk_dagger":
-            y = self.paths[0](x)
-            n, _, h, w = y.shape
-            paths = y.view(n, 2, self.out_ch, h, w)
-        else:
-            paths = torch.stack([p(x) for p in self.paths], dim=1)
-            n, _, _, h, w = paths.shape
-        u = paths.sum(1).mean((2, 3), keepdim=True)
-        logits = self.select(self.fuse(u)).view(n, 2, self.out_ch, 1, 1)
-        return paths, logits.softmax(dim=1)
+        a, b = self._paths(x)
+        return torch.stack([a, b], dim=1), self._weights(a, b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        paths, weights = self.attention(x)
-        return (paths * weights).sum(1)
+        a, b = self._paths(x)
+        w = self._weights(a, b)
+        # Two-way softmax: w0 + w1 = 1, so a*w0 + b*w1 = b + (a - b)*w0, one multiply fewer.
+        return torch.addcmul(b, a - b, w[:, 0])
 
 
 class DropBlock(nn.Module):

@@ -1,0 +1,79 @@
+"""The command line: output formats, one-line errors with exit status 2, --debug, python -m transfer."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torchvision
+from click.testing import CliRunner
+
+from transfer.cli import cli
+from transfer.errors import UnknownNameError
+from transfer.models import list_models
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_models_json_lists_every_model_with_its_facts():
+    res = run("models", "--format", "json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [r["name"] for r in rows] == list_models()
+    for r in rows:
+        assert {"name", "depth", "tweaks", "params", "macs", "resolution"} <= set(r)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["resnet152"]["params"] == sum(p.numel() for p in torchvision.models.resnet152().parameters())
+    assert by_name["assemble_resnet50"]["resolution"] == {"train": 224, "eval": 256}
+
+
+def test_models_table():
+    res = run("models")
+    assert res.exit_code == 0 and "assemble_resnet152" in res.output and "GMACs" in res.output
+
+
+def test_benchmark_json_ratios_are_relative_to_the_first_model():
+    res = run("benchmark", "resnet_tiny", "assemble_resnet_tiny", "--resolution", "32", "--batch-size", "2",
+              "--repeats", "2", "--warmup", "0", "--format", "json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [r["model"] for r in rows] == ["resnet_tiny", "assemble_resnet_tiny"]
+    assert rows[0]["ratio"] == 1.0
+    assert rows[1]["ratio"] == pytest.approx(rows[1]["images_per_second"] / rows[0]["images_per_second"])
+    assert all(r["images_per_second"] > 0 for r in rows)
+
+
+def test_benchmark_table_with_torchvision_reference_and_bf16():
+    res = run("benchmark", "resnet_tiny", "torchvision:resnet18", "--resolution", "32", "--batch-size", "2",
+              "--repeats", "1", "--warmup", "0", "--dtype", "bf16", "--channels-last")
+    assert res.exit_code == 0, res.output
+    assert "torchvision:resnet18" in res.output and "bf16, channels_last" in res.output
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["benchmark", "resnet5"], "error: unknown model 'resnet5' (did you mean: resnet50"),
+    (["benchmark", "torchvision:resnet5"], "error: unknown torchvision model 'resnet5'"),
+    (["benchmark", "resnet_tiny", "--device", "cuda:0"] if not __import__("torch").cuda.is_available() else
+     ["benchmark", "resnet_tiny", "--batch-size", "0"], "error: "),
+])
+def test_user_errors_are_one_line_with_exit_status_2(args, expected):
+    res = run(*args)
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), res.output
+
+
+def test_debug_shows_the_exception():
+    res = CliRunner().invoke(cli, ["--debug", "benchmark", "resnet5"])
+    assert isinstance(res.exception, UnknownNameError)
+
+
+def test_python_dash_m_transfer_and_error_exit_status():
+    ok = subprocess.run([sys.executable, "-m", "transfer", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "benchmark" in ok.stdout and "models" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "transfer", "benchmark", "nosuchmodel"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("error: unknown model") and "Traceback" not in bad.stderr
