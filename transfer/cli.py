@@ -118,6 +118,101 @@ def benchmark(model_names: tuple[str, ...], batch_size: int, resolution: int, dt
     )
 
 
+def training_options(fn):
+    """The flags every training command shares."""
+    opts = [
+        click.option("--out", type=click.Path(file_okay=False),
+                     help="Run directory (default: runs/STAGE-RECIPE-TIME)."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+        click.option("--data", "data_path", help="Dataset location (sets data.path)."),
+        click.option("--epochs", type=int, help="Sets schedule.epochs."),
+        click.option("--batch-size", type=int, help="Global batch size (sets optim.batch_size)."),
+        click.option("--device", help="auto, cpu, cuda or cuda:N (sets runtime.device)."),
+        click.option("--set", "sets", multiple=True, metavar="KEY.PATH=VALUE",
+                     help="Override any recipe key; repeatable, e.g. --set optim.lr=0.05."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _recipe_overrides(data_path, epochs, batch_size, device, sets) -> dict:
+    from .recipe import _merge, parse_set
+
+    flags = {}
+    if data_path is not None:
+        flags["data"] = {"path": data_path}
+    if epochs is not None:
+        flags["schedule"] = {"epochs": epochs}
+    if batch_size is not None:
+        flags["optim"] = {"batch_size": batch_size}
+    if device is not None:
+        flags["runtime"] = {"device": device}
+    return _merge(flags, parse_set(sets))
+
+
+def _load_for_training(recipe_arg, default: str, out, resume, overrides):
+    """(recipe, name): from the run directory when resuming, else from the recipe file (+ overrides)."""
+    from pathlib import Path
+
+    from .recipe import load_recipe
+    from .recipes import find_recipe
+    from .runs import RunDir
+
+    if resume:
+        if out is None:
+            raise TransferError("--resume needs --out RUN_DIR: the run to continue")
+        saved = RunDir(Path(out)).recipe
+        if not saved.is_file():
+            raise TransferError(f"nothing to resume in {out}: {saved} does not exist; start without --resume")
+        if recipe_arg or overrides:
+            logging.getLogger("transfer").warning("--resume continues with the run's own recipe; the recipe "
+                                                  "argument and overrides are ignored")
+        return load_recipe(saved), Path(out).name
+    path = find_recipe(recipe_arg or default)
+    return load_recipe(path, overrides), path.stem
+
+
+@cli.command()
+@click.argument("recipe", required=False)
+@training_options
+def pretrain(recipe, out, resume, data_path, epochs, batch_size, device, sets) -> None:
+    """Pretrain a backbone (the ImageNet stage) as RECIPE says (default: recipes/pretrain.yaml).
+
+    Under torchrun it trains on every process: torchrun --nproc-per-node N -m transfer pretrain RECIPE.
+    """
+    from .stages.train import run_training
+
+    r, name = _load_for_training(recipe, "pretrain.yaml", out, resume,
+                                 _recipe_overrides(data_path, epochs, batch_size, device, sets))
+    run_training(r, recipe_name=name, out=out, resume=resume)
+
+
+@cli.command()
+@click.argument("weights_or_run")
+@click.option("--data", "data_path", help="Dataset: a data_prep folder, an image folder, or 'embedded' "
+              "(default: the run's own validation data).")
+@click.option("--split", default=None, help="Split to evaluate (default: the recipe's validation split).")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--save-logits", type=click.Path(dir_okay=False),
+              help="Also write the logits as a .npy file, one row per image (teacher logits for distillation).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt) -> None:
+    """Top-1 / top-5 accuracy of a weights file or a run directory (its best weights)."""
+    from .stages.evaluation import evaluate_classifier
+
+    result = evaluate_classifier(weights_or_run, data_path=data_path, split=split, batch_size=batch_size,
+                                 device=device, workers=workers, save_logits=save_logits)
+    shown = {k: v for k, v in result.items() if k not in ("logits", "indices")}
+    if fmt == "json":
+        click.echo(json.dumps(shown))
+        return
+    _print_table(f"evaluate {weights_or_run}", ["metric", "value"],
+                 [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in shown.items()])
+
+
 def main() -> None:
     cli(prog_name="transfer")
 

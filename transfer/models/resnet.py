@@ -210,7 +210,8 @@ class Bottleneck(nn.Module):
         return self.se(self.drop3(self.bn3(self.conv3(y))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.residual(x) + self.shortcut(x)
+        y = self.residual(x)
+        y += self.shortcut(x)  # in place, as torchvision: one fewer full-size allocation per block
         return F.relu(y, inplace=True) if self.last_relu else y
 
     def zero_init_last(self) -> None:
@@ -250,7 +251,8 @@ class BasicBlock(nn.Module):
         return self.se(self.drop2(self.bn2(self.conv2(y))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.residual(x) + self.shortcut(x)
+        y = self.residual(x)
+        y += self.shortcut(x)  # in place, as torchvision: one fewer full-size allocation per block
         return F.relu(y, inplace=True) if self.last_relu else y
 
     def zero_init_last(self) -> None:
@@ -289,7 +291,9 @@ class Stem(nn.Module):
         x = self.deep(x) if self.deep is not None else F.relu(self.bn1(self.conv1(x)), inplace=True)
         if not self.big_little:
             return self.pool(x)
-        return self.merge(F.relu(self.big(x) + self.little(x), inplace=True))
+        y = self.big(x)
+        y += self.little(x)
+        return self.merge(F.relu(y, inplace=True))
 
 
 class PlainStage(nn.Sequential):
@@ -330,8 +334,8 @@ class BigLittleStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         little = self.little_proj(self.little(x))
-        big = F.interpolate(self.big(x), size=little.shape[-2:], mode="nearest")
-        return self.merge(F.relu(big + little, inplace=True))
+        little += F.interpolate(self.big(x), size=little.shape[-2:], mode="nearest")
+        return self.merge(F.relu(little, inplace=True))
 
 
 def _channels(c: float, width: float) -> int:

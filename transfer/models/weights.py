@@ -206,6 +206,10 @@ def load_model(path: str | Path, **overrides) -> nn.Module:
     model = create_model(meta["architecture"], **kwargs)
     load_weights(model, path)
     model.weights_metadata = meta
+    if "input" in meta:  # the preprocessing the weights were trained with, which may differ from the zoo's
+        from .zoo import InputSpec
+
+        model.input_spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["input"].items()})
     return model
 
 

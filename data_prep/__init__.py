@@ -1,0 +1,1 @@
+"""Converters from official dataset archives to the on-disk format (transfer/data/ondisk.py)."""

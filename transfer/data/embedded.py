@@ -1,0 +1,156 @@
+"""The embedded dataset: procedurally generated images, deterministic from a seed, made in seconds.
+
+Each class is a shape (filled figures, outlines and pen strokes, the last ones close to handwriting);
+position, scale, rotation, stroke width, colours, fill texture and background texture vary per image, so a
+network must learn shape and stroke features, the ones that carry over to real images such as digits.
+With more classes than shapes, classes are shape x texture pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES = ("disc", "square", "triangle", "star", "plus", "ring", "bar", "arc", "zigzag", "loop",
+          "chevron", "hexagon", "spiral", "tee", "two_bars", "diamond")
+TEXTURES = ("solid", "stripes", "dots", "gradient")
+
+
+def class_names(classes: int) -> list[str]:
+    if classes > len(SHAPES) * len(TEXTURES):
+        raise ValueError(f"at most {len(SHAPES) * len(TEXTURES)} embedded classes")
+    if classes <= len(SHAPES):
+        return list(SHAPES[:classes])
+    return [f"{SHAPES[i % len(SHAPES)]}_{TEXTURES[i // len(SHAPES)]}" for i in range(classes)]
+
+
+def _polygon(n: int, r: float, phase: float = 0.0) -> list[tuple[float, float]]:
+    return [(r * math.cos(phase + 2 * math.pi * k / n), r * math.sin(phase + 2 * math.pi * k / n)) for k in range(n)]
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, c: float, r: float, w: int) -> None:
+    """Draw `shape` in white, centred at (c, c) with radius r and pen width w, on an 'L' canvas."""
+
+    def at(points):
+        return [(c + x, c + y) for x, y in points]
+
+    box = [c - r, c - r, c + r, c + r]
+    if shape == "disc":
+        draw.ellipse(box, fill=255)
+    elif shape == "square":
+        draw.rectangle([c - 0.8 * r, c - 0.8 * r, c + 0.8 * r, c + 0.8 * r], fill=255)
+    elif shape == "triangle":
+        draw.polygon(at(_polygon(3, r, -math.pi / 2)), fill=255)
+    elif shape == "star":
+        pts = [(rr * math.cos(-math.pi / 2 + math.pi * k / 5), rr * math.sin(-math.pi / 2 + math.pi * k / 5))
+               for k, rr in zip(range(10), [r, 0.42 * r] * 5, strict=True)]
+        draw.polygon(at(pts), fill=255)
+    elif shape == "plus":
+        t = 0.3 * r
+        draw.rectangle([c - r, c - t, c + r, c + t], fill=255)
+        draw.rectangle([c - t, c - r, c + t, c + r], fill=255)
+    elif shape == "ring":
+        draw.ellipse(box, outline=255, width=w)
+    elif shape == "bar":
+        draw.line(at([(-r, 0), (r, 0)]), fill=255, width=w)
+    elif shape == "arc":
+        draw.arc(box, 180, 360, fill=255, width=w)
+    elif shape == "zigzag":
+        draw.line(at([(-r, -0.6 * r), (-0.33 * r, 0.6 * r), (0.33 * r, -0.6 * r), (r, 0.6 * r)]), fill=255,
+                  width=w, joint="curve")
+    elif shape == "loop":
+        draw.ellipse([c - 0.5 * r, c, c + 0.5 * r, c + r], outline=255, width=w)
+        draw.line(at([(-0.45 * r, 0.5 * r), (0.3 * r, -r)]), fill=255, width=w)
+    elif shape == "chevron":
+        draw.line(at([(-r, -0.6 * r), (0, 0.6 * r), (r, -0.6 * r)]), fill=255, width=w, joint="curve")
+    elif shape == "hexagon":
+        draw.polygon(at(_polygon(6, r)), fill=255)
+    elif shape == "spiral":
+        pts = [(t / 12 * r * math.cos(t * 0.9), t / 12 * r * math.sin(t * 0.9)) for t in np.linspace(0.5, 12, 40)]
+        draw.line(at(pts), fill=255, width=w, joint="curve")
+    elif shape == "tee":
+        draw.line(at([(-r, -0.8 * r), (r, -0.8 * r)]), fill=255, width=w)
+        draw.line(at([(0, -0.8 * r), (0, r)]), fill=255, width=w)
+    elif shape == "two_bars":
+        draw.line(at([(-0.4 * r, -r), (-0.4 * r, r)]), fill=255, width=w)
+        draw.line(at([(0.4 * r, -r), (0.4 * r, r)]), fill=255, width=w)
+    elif shape == "diamond":
+        draw.polygon(at(_polygon(4, r)), outline=255, width=w)
+    else:  # pragma: no cover - SHAPES is closed
+        raise ValueError(shape)
+
+
+def _texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A (size, size) pattern in [0, 1]."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    angle = rng.uniform(0, math.pi)
+    u = xx * math.cos(angle) + yy * math.sin(angle)
+    if kind == "solid":
+        return np.ones((size, size), np.float32)
+    if kind == "stripes":
+        return (np.sin(u * 2 * math.pi * rng.uniform(3, 7)) > 0).astype(np.float32) * 0.6 + 0.4
+    if kind == "dots":
+        f = rng.uniform(4, 8)
+        return ((np.sin(xx * 2 * math.pi * f) * np.sin(yy * 2 * math.pi * f)) > 0.2).astype(np.float32) * 0.6 + 0.4
+    return 0.35 + 0.65 * u / max(u.max(), 1e-6)  # gradient
+
+
+def render(label: int, classes: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One (size, size, 3) uint8 image of class `label`."""
+    shape = SHAPES[label % len(SHAPES)]
+    fill = TEXTURES[label // len(SHAPES)] if classes > len(SHAPES) else TEXTURES[rng.integers(len(TEXTURES))]
+    big = 2 * size  # draw at twice the size, then downsample: anti-aliased edges
+    mask = Image.new("L", (big, big), 0)
+    r = rng.uniform(0.22, 0.36) * big
+    width = max(2, int(rng.uniform(0.05, 0.11) * big))
+    _draw_shape(ImageDraw.Draw(mask), shape, big / 2, r, width)
+    mask = mask.rotate(rng.uniform(0, 360), resample=Image.BILINEAR)
+    shift = rng.uniform(-0.18, 0.18, size=2) * big
+    mask = mask.transform(mask.size, Image.AFFINE, (1, 0, -shift[0], 0, 1, -shift[1]), resample=Image.BILINEAR)
+    alpha = np.asarray(mask.resize((size, size), Image.BILINEAR), np.float32)[..., None] / 255.0
+
+    fg, bg = rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
+    while np.abs(fg - bg).sum() < 0.9:  # keep the figure visible
+        fg, bg = rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
+    fg_img = fg * _texture(fill, size, rng)[..., None]
+    bg_img = bg * (0.8 + 0.2 * _texture(TEXTURES[rng.integers(len(TEXTURES))], size, rng)[..., None])
+    img = alpha * fg_img + (1 - alpha) * bg_img + rng.normal(0, 0.03, size=(size, size, 3))
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def generate(classes: int, per_class: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, size, size, 3) uint8, labels (N,) int64), class-interleaved, same output for the same seed."""
+    rng = np.random.default_rng(seed)
+    labels = np.tile(np.arange(classes), per_class)
+    images = np.stack([render(int(y), classes, size, rng) for y in labels])
+    return images, labels.astype(np.int64)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TRANSFER_CACHE", Path.home() / ".cache" / "transfer"))
+
+
+def load_split(classes: int, per_class: int, size: int, seed: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A split of the embedded dataset, generated once and cached as .npz (train and validation differ by seed)."""
+    split_seed = {"train": 0, "validation": 1, "test": 2}.get(split)
+    if split_seed is None:
+        raise ValueError(f"embedded dataset has splits train, validation and test, not {split!r}")
+    key = hashlib.sha1(f"v1-{classes}-{per_class}-{size}-{seed}-{split}".encode()).hexdigest()[:16]
+    path = cache_dir() / "embedded" / f"{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as f:
+                return f["images"], f["labels"]
+        except (OSError, KeyError, ValueError):
+            path.unlink(missing_ok=True)  # a damaged cache file is regenerated
+    images, labels = generate(classes, per_class, size, seed * 1000 + split_seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, images=images, labels=labels)
+    os.replace(tmp, path)
+    return images, labels

@@ -1,0 +1,140 @@
+"""From records to batches: reproducible sampling and augmentation, bad images counted and skipped.
+
+Reproducibility does not depend on the number of workers or on where a run was resumed: the batch sampler
+hands out (index, epoch) pairs from a permutation seeded by (seed, epoch), and each sample's augmentation
+runs under an RNG seeded by (seed, epoch, index).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .sources import BadImage, Records
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class BadSample:
+    index: int
+    ident: str
+    reason: str
+
+
+class TransformedDataset(Dataset):
+    """Records + a transform; items are (tensor, label, index) or a BadSample marker."""
+
+    def __init__(self, records: Records, transform, seed: int = 0):
+        self.records = records
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        try:
+            image = self.records.load(index)
+        except BadImage as e:
+            return BadSample(index, self.records.ids[index], str(e))
+        s = sample_seed(self.seed, epoch, index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s)
+            state = random.getstate()
+            random.seed(s)
+            try:
+                x = self.transform(image)
+            finally:
+                random.setstate(state)
+        return x, int(self.records.labels[index]), index
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor
+    bad: list[BadSample] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def collate(items: list) -> Batch:
+    good = [it for it in items if not isinstance(it, BadSample)]
+    bad = [it for it in items if isinstance(it, BadSample)]
+    if not good:
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), bad)
+    return Batch(torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good], dtype=torch.long),
+                 torch.tensor([g[2] for g in good], dtype=torch.long), bad)
+
+
+class EpochBatchSampler(Sampler):
+    """One process's micro-batches of (index, epoch) for one epoch, resumable at any optimizer step.
+
+    Each optimizer step takes the next `micro * world * accumulation` images of a permutation seeded by
+    (seed, epoch) and deals them in contiguous micro-batches: process r, accumulation step a gets chunk
+    r * accumulation + a. So a run on W processes sees exactly the micro-batches that one process with
+    W times the accumulation sees, in the same groups. The tail that does not fill a step is dropped.
+    """
+
+    def __init__(self, n: int, micro: int, *, seed: int = 0, rank: int = 0, world: int = 1, accumulation: int = 1):
+        self.n, self.micro, self.seed = n, micro, seed
+        self.rank, self.world, self.accumulation = rank, world, accumulation
+        self.epoch = 0
+        self.start = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // (self.micro * self.world * self.accumulation)
+
+    def set_epoch(self, epoch: int, start_micro_batch: int = 0) -> None:
+        self.epoch, self.start = epoch, start_micro_batch
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch * self.accumulation - self.start
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 2**31 - 1))
+        order = torch.randperm(self.n, generator=g).tolist()
+        per_step = self.micro * self.world * self.accumulation
+        for mb in range(self.start, self.steps_per_epoch * self.accumulation):
+            step, a = divmod(mb, self.accumulation)
+            begin = step * per_step + (self.rank * self.accumulation + a) * self.micro
+            yield [(i, self.epoch) for i in order[begin:begin + self.micro]]
+
+
+class ShardSampler(Sampler):
+    """Evaluation: every index once, in order, split into contiguous shards for `world` processes."""
+
+    def __init__(self, n: int, batch_size: int, *, rank: int = 0, world: int = 1):
+        per = math.ceil(n / world)
+        self.indices = list(range(rank * per, min((rank + 1) * per, n)))
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __iter__(self):
+        for b in range(len(self)):
+            yield self.indices[b * self.batch_size:(b + 1) * self.batch_size]
+
+
+def make_loader(dataset: Dataset, sampler: Sampler, workers: int, *, pin_memory: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                      pin_memory=pin_memory, persistent_workers=False,
+                      prefetch_factor=4 if workers else None)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, *, rank: int = 0, world: int = 1) -> DataLoader:
+    """Every sample once (shared out to `world` processes, the last batch may be short)."""
+    return make_loader(dataset, ShardSampler(len(dataset), batch_size, rank=rank, world=world), workers)

@@ -1,0 +1,1 @@
+"""The training engine: free of any dataset's specifics."""

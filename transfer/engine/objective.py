@@ -1,0 +1,62 @@
+"""The training objective: label smoothing, mixup and knowledge distillation composed into one loss.
+
+    loss = CE(student, mix(smooth(y))) + w * T^2 * CE(student / T, mix(softmax(teacher / T)))
+
+The teacher is either a model run in eval mode on the (already mixed) batch, or logits precomputed per
+training sample (the paper's offline way), mixed with the same lambda as the images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.mixing import mixup, sample_lambda
+from .losses import distillation_loss, one_hot_smoothed, soft_cross_entropy, teacher_probabilities
+
+
+@dataclass
+class Objective:
+    num_classes: int
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    mixup_mode: str = "per_sample"
+    teacher: nn.Module | None = None
+    teacher_logits: torch.Tensor | None = None  # (num_train_samples, num_classes)
+    temperature: float = 1.0
+    distill_weight: float = 1.0
+
+    def to(self, device: torch.device) -> Objective:
+        if self.teacher is not None:
+            self.teacher = self.teacher.to(device).eval()
+        if self.teacher_logits is not None:
+            self.teacher_logits = self.teacher_logits.to(device)
+        return self
+
+    @property
+    def distills(self) -> bool:
+        return self.teacher is not None or self.teacher_logits is not None
+
+    def prepare(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(possibly mixed) images and soft targets: [labels] or [labels, teacher probabilities]."""
+        targets = [one_hot_smoothed(labels, self.num_classes, self.label_smoothing)]
+        if self.teacher_logits is not None:
+            targets.append(teacher_probabilities(self.teacher_logits[indices.to(self.teacher_logits.device)],
+                                                 self.temperature))
+        if self.mixup_alpha > 0:
+            lam = sample_lambda(images.shape[0], self.mixup_alpha, self.mixup_mode)
+            images, targets = mixup(images, targets, lam)
+        if self.teacher is not None:
+            with torch.no_grad():
+                targets.append(teacher_probabilities(self.teacher(images), self.temperature))
+        return images, targets
+
+    def loss(self, logits: torch.Tensor, targets: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        ce = soft_cross_entropy(logits, targets[0])
+        if not self.distills:
+            return ce, {"ce": ce.detach()}
+        kd = distillation_loss(logits, targets[1], self.temperature)
+        return ce + self.distill_weight * kd, {"ce": ce.detach(), "kd": kd.detach()}

@@ -1,0 +1,318 @@
+"""Recipes: one YAML file describes a run. The schema below holds every default, once.
+
+A recipe may start with `base: other.yaml` (a path relative to it): the base is loaded first and this file's
+keys are merged over it, so the paper's ablation rows are a base plus a few lines each. `--set a.b=value`
+overrides any key after that (values are read as YAML: 0.1, true, [1, 2], null).
+Validation names the file, the key path and the problem, and suggests the closest key for unknown ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError, suggest
+
+
+def opt(default, help: str, *, choices: tuple | None = None, min: float | None = None,
+        max: float | None = None):
+    """A schema field: its default, a one-line help (for the docs), and the allowed values."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls, help: str):
+    return field(default_factory=cls, metadata={"help": help})
+
+
+@dataclass
+class ModelSection:
+    name: str = opt("assemble_resnet50", "a name from `transfer models`")
+    options: dict = opt({}, "create_model overrides (any ResNetConfig field: width, drop_block, ...)")
+    weights: str | None = opt(None, "initial weights: a .safetensors file or a torchvision state_dict")
+
+
+@dataclass
+class EmbeddedSection:
+    classes: int = opt(10, "number of procedurally generated classes", min=2, max=64)
+    train_per_class: int = opt(200, "training images per class", min=1)
+    val_per_class: int = opt(50, "validation images per class", min=1)
+    resolution: int = opt(64, "image side in pixels", min=16, max=512)
+    seed: int = opt(0, "generator seed: the same seed gives the same images")
+
+
+@dataclass
+class DataSection:
+    source: str = opt("embedded", "embedded | disk (data_prep output) | folder (class sub-folders) | hub",
+                      choices=("embedded", "disk", "folder", "hub"))
+    path: str | None = opt(None, "dataset location: a folder, or a HuggingFace hub name for source=hub")
+    train_split: str = opt("train", "split used for training")
+    val_split: str = opt("validation", "split used for validation")
+    image_column: str = opt("image", "image column of disk and hub datasets")
+    label_column: str = opt("label", "label column of disk and hub datasets")
+    on_bad_image: str = opt("skip", "skip (count and report) or fail on unreadable images",
+                            choices=("skip", "fail"))
+    prepare: str | None = opt(None, "the command that prepares this dataset (shown when it is missing)")
+    embedded: EmbeddedSection = section(EmbeddedSection, "the embedded synthetic dataset")
+
+
+@dataclass
+class AugmentSection:
+    train_resolution: int | None = opt(None, "training crop size (default: the model's)", min=16)
+    eval_resolution: int | None = opt(None, "evaluation crop size (default: the model's)", min=16)
+    eval_resize: int | None = opt(None, "shorter side before the evaluation centre crop (default: the model's)",
+                                  min=16)
+    crop_area: list[float] = opt([0.05, 1.0], "random-resized-crop area range (paper: 0.05-1)")
+    crop_aspect: list[float] = opt([0.75, 1.3333333], "random-resized-crop aspect range (paper: 3/4-4/3)")
+    hflip: bool = opt(True, "random horizontal flip")
+    autoaugment: str = opt("none", "AutoAugment policy after crop and flip", choices=("none", "imagenet", "cifar"))
+    normalization: str = opt("mean_std", "mean_std (torchvision) or mean_only (the paper's mean subtraction)",
+                             choices=("mean_std", "mean_only"))
+    interpolation: str = opt("bilinear", "resize interpolation", choices=("bilinear", "bicubic", "nearest"))
+
+
+@dataclass
+class OptimSection:
+    optimizer: str = opt("sgd", "optimizer", choices=("sgd",))
+    lr: float = opt(0.1, "learning rate per `reference_batch` images (scaled linearly with batch_size)", min=0)
+    reference_batch: int = opt(256, "batch size at which `lr` applies", min=1)
+    momentum: float = opt(0.9, "SGD momentum", min=0, max=1)
+    nesterov: bool = opt(False, "Nesterov momentum")
+    weight_decay: float = opt(1e-4, "L2 weight decay", min=0)
+    decay_norm: bool = opt(False, "apply weight decay to BatchNorm parameters (paper: no)")
+    decay_bias: bool = opt(True, "apply weight decay to biases (paper: the FC bias is decayed)")
+    grad_clip: float | None = opt(None, "clip the global gradient norm to this value", min=0)
+    batch_size: int = opt(256, "global batch size (all processes, all accumulation steps)", min=1)
+    accumulation: int = opt(1, "gradient accumulation steps per optimizer step", min=1)
+
+
+@dataclass
+class ScheduleSection:
+    epochs: int = opt(120, "training epochs", min=1)
+    warmup_epochs: float = opt(5.0, "linear warm-up from 0, then the schedule", min=0)
+    lr_schedule: str = opt("cosine", "after warm-up: cosine to min_lr, or constant", choices=("cosine", "constant"))
+    min_lr: float = opt(0.0, "final learning rate of the cosine schedule", min=0)
+
+
+@dataclass
+class MixupSection:
+    alpha: float = opt(0.0, "Beta(alpha, alpha) mixing; 0 turns mixup off (paper: 0.2)", min=0)
+    mode: str = opt("per_sample", "per_sample (one lambda per image, the paper's type 1) or batch",
+                    choices=("per_sample", "batch"))
+
+
+@dataclass
+class DropBlockSection:
+    keep_prob_start: float = opt(1.0, "DropBlock keep_prob at the first step", min=0.01, max=1)
+    keep_prob_end: float = opt(1.0, "keep_prob at the last step, linear in between (paper: 0.9)", min=0.01, max=1)
+
+
+@dataclass
+class DistillationSection:
+    teacher: str | None = opt(None, "teacher: a weights file (.safetensors with sidecar) run in eval mode")
+    logits: str | None = opt(None, "precomputed teacher logits: a .npy file, one row per training sample")
+    temperature: float = opt(1.0, "softmax temperature T (paper: 1)", min=0.01)
+    weight: float = opt(1.0, "weight of the T^2 * KL term", min=0)
+
+
+@dataclass
+class RegularizationSection:
+    label_smoothing: float = opt(0.0, "label smoothing epsilon (paper: 0.1)", min=0, max=1)
+    mixup: MixupSection = section(MixupSection, "mixup")
+    drop_block: DropBlockSection = section(DropBlockSection, "DropBlock keep_prob schedule")
+    distillation: DistillationSection = section(DistillationSection, "knowledge distillation")
+
+
+@dataclass
+class EvalSection:
+    every_epochs: int = opt(1, "validate every N epochs (and after the last)", min=1)
+    topk: list[int] = opt([1, 5], "top-k accuracies to report")
+
+
+@dataclass
+class RuntimeSection:
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
+                         choices=("fp32", "bf16", "fp16"))
+    channels_last: bool = opt(False, "channels_last memory format")
+    compile: bool = opt(False, "torch.compile the model")
+    workers: int = opt(2, "data-loading worker processes per training process", min=0)
+    seed: int = opt(0, "seed of everything random: data order, augmentation, mixup, DropBlock")
+    sync_bn: bool = opt(False, "synchronised BatchNorm across processes (DDP)")
+
+
+@dataclass
+class OutputSection:
+    dir: str | None = opt(None, "run directory (default: runs/<stage>-<recipe>-<time>)")
+    checkpoint_every_steps: int = opt(0, "also checkpoint every N optimizer steps (0: at epoch ends only)", min=0)
+    log_every_steps: int = opt(10, "log a line every N steps when the output is not a terminal", min=1)
+    tensorboard: bool = opt(True, "write TensorBoard event files")
+    plots: bool = opt(True, "write PNG plots of loss, learning rate and accuracy")
+
+
+@dataclass
+class Recipe:
+    stage: str = opt("pretrain", "which stage this recipe is for", choices=("pretrain", "finetune", "retrieval"))
+    description: str = opt("", "one line about this recipe")
+    model: ModelSection = section(ModelSection, "the network")
+    data: DataSection = section(DataSection, "the dataset")
+    augment: AugmentSection = section(AugmentSection, "input transforms")
+    optim: OptimSection = section(OptimSection, "optimizer and batch")
+    schedule: ScheduleSection = section(ScheduleSection, "epochs and learning-rate schedule")
+    regularization: RegularizationSection = section(RegularizationSection, "label smoothing, mixup, DropBlock, KD")
+    eval: EvalSection = section(EvalSection, "validation")
+    runtime: RuntimeSection = section(RuntimeSection, "device, precision, workers, seed")
+    output: OutputSection = section(OutputSection, "run directory, checkpoints, logs")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
+               list: "a list"}
+
+
+def _check_value(value, tp, where: str):
+    """Coerce/validate `value` against annotation `tp`; raise ConfigError(where: problem)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(value, inner[0], where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is dict and value is None:
+        return {}
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {_TYPE_WORDS.get(tp, tp.__name__)}, got {value!r}")
+    return value
+
+
+def _build(cls, data, where: str):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if not where.endswith(":") else f"{where} {key}"
+        if key not in fields:
+            raise ConfigError(f"{path}: unknown key{suggest(str(key), fields)}")
+        value = _check_value(value, hints[key], path)
+        meta = fields[key].metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{path}: {value!r} is not one of {list(meta['choices'])}")
+        for bound, ok in (("min", lambda v, b: v >= b), ("max", lambda v, b: v <= b)):
+            b = meta.get(bound)
+            if b is not None and isinstance(value, int | float) and not ok(value, b):
+                word = "at least" if bound == "min" else "at most"
+                raise ConfigError(f"{path}: {value} is out of range (must be {word} {b})")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist")
+    if path.resolve() in seen:
+        raise ConfigError(f"recipe {path}: `base` chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"recipe {path}{at}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path}: expected a mapping of sections at the top level")
+    base = data.pop("base", None)
+    if base is not None:
+        data = _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), data)
+    return data
+
+
+def parse_set(items: typing.Iterable[str]) -> dict:
+    """['optim.lr=0.1', 'runtime.compile=true'] -> nested dict of YAML-typed values."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. --set optim.lr=0.05")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_recipe(path: str | Path | None = None, overrides: dict | None = None, *, source: str | None = None
+                ) -> Recipe:
+    """Read, merge `base` files, apply overrides, validate. Errors name the file and the key path."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    if overrides:
+        data = _merge(data, overrides)
+    name = source or (str(path) if path is not None else "recipe")
+    return _build(Recipe, data, f"{name}:")
+
+
+def save_recipe(recipe: Recipe, path: Path) -> None:
+    from .models.weights import atomic_write_bytes
+
+    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    atomic_write_bytes(path, f"# resolved recipe (hash {recipe.hash()})\n{text}".encode())
+
+
+def schema_reference() -> list[dict]:
+    """Every key with its type, default and help: the source of the generated recipe reference."""
+    rows: list[dict] = []
+
+    def walk(cls, prefix: str):
+        hints = typing.get_type_hints(cls)
+        inst = cls()
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], key + ".")
+                continue
+            rows.append({"key": key, "type": str(hints[f.name]).replace("typing.", ""),
+                         "default": getattr(inst, f.name), "help": f.metadata.get("help", ""),
+                         "choices": f.metadata.get("choices")})
+
+    walk(Recipe, "")
+    return rows

@@ -1,0 +1,1 @@
+"""Stages: each composes the pieces for one step of the pipeline."""

@@ -1,0 +1,66 @@
+"""`transfer evaluate`: accuracy of saved weights on a dataset, with the weights' own preprocessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data.loader import TransformedDataset, eval_loader
+from ..data.sources import open_split
+from ..data.transforms import eval_transform, from_spec
+from ..eval.classify import evaluate
+from ..eval.throughput import resolve_device
+from ..models.weights import atomic_write_bytes, load_model
+from ..recipe import DataSection, Recipe, load_recipe
+from ..runs import RunDir, resolve_weights
+
+
+def data_section(data_path: str | None, run_recipe: Recipe | None) -> DataSection:
+    """--data PATH as a data section (its kind told from what is there), else the run's own data."""
+    if data_path is None:
+        if run_recipe is None:
+            from ..errors import ConfigError
+
+            raise ConfigError("a weights file needs --data PATH (a data_prep folder, an image folder or 'embedded')")
+        return run_recipe.data
+    base = run_recipe.data if run_recipe is not None else DataSection()
+    if data_path == "embedded":
+        return DataSection(source="embedded", embedded=base.embedded, train_split=base.train_split,
+                           val_split=base.val_split)
+    p = Path(data_path)
+    source = "disk" if any((p / f).is_file() for f in ("dataset.json", "dataset_dict.json", "state.json")) \
+        else "folder"
+    return DataSection(source=source, path=data_path, image_column=base.image_column,
+                       label_column=base.label_column, train_split=base.train_split, val_split=base.val_split)
+
+
+def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, split: str | None = None,
+                        batch_size: int = 64, device: str = "auto", workers: int = 2,
+                        save_logits: str | None = None) -> dict:
+    weights = resolve_weights(weights_or_run)
+    run_recipe = None
+    if Path(weights_or_run).is_dir() and RunDir(Path(weights_or_run)).recipe.is_file():
+        run_recipe = load_recipe(RunDir(Path(weights_or_run)).recipe)
+    model = load_model(weights)
+    data = data_section(data_path, run_recipe)
+    split = split or data.val_split
+    records = open_split(data, split, model.weights_metadata.get("class_names"))
+    if model.num_classes and len(records.classes) != model.num_classes:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{weights} predicts {model.num_classes} classes but {data.path or data.source} split "
+                          f"{split!r} has {len(records.classes)}")
+    dev = resolve_device(device)
+    model.to(dev)
+    dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
+    result = evaluate(model, eval_loader(dataset, batch_size, workers), dev, keep_logits=save_logits is not None)
+    result = {"weights": str(weights), "split": split, **result}
+    if save_logits:
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, result["logits"].astype(np.float32))
+        atomic_write_bytes(Path(save_logits), buf.getvalue())
+        result["logits_file"] = save_logits
+    return result

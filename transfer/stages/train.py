@@ -1,0 +1,107 @@
+"""A training stage composed from its parts: recipe -> data, model, objective -> Trainer.fit -> run directory.
+
+`transfer pretrain` runs it with a pretraining recipe; the fine-tuning stages build on the same pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.loader import TransformedDataset
+from ..data.sources import DataError, Records, open_split
+from ..data.transforms import Preprocessing, eval_transform, resolve, train_transform
+from ..engine import distributed
+from ..engine.objective import Objective
+from ..engine.trainer import Trainer
+from ..errors import ConfigError
+from ..models import create_model
+from ..models.weights import load_model
+from ..recipe import Recipe
+from ..runs import RunDir, new_run_dir
+
+log = logging.getLogger("transfer")
+
+
+@dataclass
+class StageData:
+    train: Records
+    val: Records | None
+    classes: list[str]
+
+
+def open_data(recipe: Recipe) -> StageData:
+    train = open_split(recipe.data, recipe.data.train_split)
+    val = open_split(recipe.data, recipe.data.val_split, train.classes) if recipe.data.val_split else None
+    counts = np.bincount(train.labels, minlength=len(train.classes))
+    empty = [train.classes[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(f"classes without training images: {', '.join(empty[:5])}"
+                        f"{' ...' if len(empty) > 5 else ''}; remove them or add images")
+    return StageData(train, val, train.classes)
+
+
+def build_objective(recipe: Recipe, num_classes: int, num_train: int) -> Objective:
+    reg = recipe.regularization
+    kd = reg.distillation
+    teacher = logits = None
+    if kd.teacher and kd.logits:
+        raise ConfigError("regularization.distillation: set either teacher or logits, not both")
+    if kd.teacher:
+        teacher = load_model(kd.teacher)
+        if teacher.num_classes != num_classes:
+            raise ConfigError(f"regularization.distillation.teacher {kd.teacher} predicts {teacher.num_classes} "
+                              f"classes, the data has {num_classes}")
+    if kd.logits:
+        path = Path(kd.logits)
+        if not path.is_file():
+            raise ConfigError(f"regularization.distillation.logits: {path} does not exist; make it with "
+                              f"`transfer evaluate TEACHER --split train --save-logits {path}`")
+        arr = np.load(path)
+        if arr.shape != (num_train, num_classes):
+            raise ConfigError(f"regularization.distillation.logits: {path} has shape {arr.shape}, expected "
+                              f"({num_train}, {num_classes}): one row of logits per training image")
+        logits = torch.from_numpy(arr.astype(np.float32))
+    return Objective(num_classes, reg.label_smoothing, reg.mixup.alpha, reg.mixup.mode, teacher, logits,
+                     kd.temperature, kd.weight)
+
+
+def _shared_run_dir(recipe: Recipe, recipe_name: str, out: str | None, resume: bool, d) -> RunDir:
+    """Rank 0 chooses (and creates) the run directory; the other processes learn it from rank 0."""
+    path = [None]
+    if d.is_main:
+        path[0] = str(new_run_dir(recipe.stage, recipe_name, out, resume).path)
+    if d.enabled:
+        import torch.distributed as tdist
+
+        tdist.broadcast_object_list(path, src=0)
+    return RunDir(Path(path[0]))
+
+
+def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, resume: bool = False,
+                 model_hook=None) -> dict:
+    """Train as the recipe says. `model_hook(model, data)` may adapt the model (fine-tuning uses it)."""
+    d = distributed.setup(recipe.runtime.device)
+    try:
+        torch.manual_seed(recipe.runtime.seed)  # the same initial weights on every process
+        data = open_data(recipe)
+        m = recipe.model
+        options = {**m.options, "num_classes": len(data.classes)}
+        model = create_model(m.name, weights=m.weights, **options)
+        prep: Preprocessing = resolve(recipe.augment, model.input_spec)
+        model.input_spec = prep.input_spec()
+        if model_hook is not None:
+            model_hook(model, data)
+        train_set = TransformedDataset(data.train, train_transform(recipe.augment, prep), recipe.runtime.seed)
+        val_set = TransformedDataset(data.val, eval_transform(prep)) if data.val is not None else None
+        objective = build_objective(recipe, len(data.classes), len(data.train))
+        run = _shared_run_dir(recipe, recipe_name, out, resume, d)
+        trainer = Trainer(model, objective, train_set, val_set, recipe, run, d,
+                          weights_metadata={"class_names": data.classes})
+        return trainer.fit(resume=resume)
+    finally:
+        distributed.teardown(d)
