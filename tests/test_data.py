@@ -1,0 +1,208 @@
+"""Data: the embedded set, sources (disk, folder, hub layout), bad images, transforms, sampling."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from transfer.data import embedded
+from transfer.data.loader import EpochBatchSampler, ShardSampler, TransformedDataset, collate, make_loader
+from transfer.data.ondisk import DatasetWriter
+from transfer.data.sources import DataError, open_split
+from transfer.data.transforms import PAPER_MEAN, eval_transform, resolve, train_transform
+from transfer.models.zoo import InputSpec
+from transfer.recipe import AugmentSection, DataSection, EmbeddedSection
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFER_CACHE", str(tmp_path / "cache"))
+
+
+def jpeg(color=(200, 30, 30), size=(20, 16), fmt="JPEG", mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color if mode == "RGB" else 128).save(buf, fmt)
+    return buf.getvalue()
+
+
+class TestEmbedded:
+    def test_deterministic_for_a_seed_and_different_across_seeds(self):
+        a, la = embedded.generate(5, 3, 32, seed=1)
+        b, lb = embedded.generate(5, 3, 32, seed=1)
+        c, _ = embedded.generate(5, 3, 32, seed=2)
+        assert np.array_equal(a, b) and np.array_equal(la, lb) and not np.array_equal(a, c)
+        assert a.shape == (15, 32, 32, 3) and a.dtype == np.uint8
+        assert np.bincount(la).tolist() == [3] * 5
+
+    def test_cached_split_round_trips(self, tmp_path):
+        x1, y1 = embedded.load_split(4, 2, 24, 0, "train")
+        files = list((tmp_path / "cache" / "embedded").glob("*.npz"))
+        assert len(files) == 1
+        x2, y2 = embedded.load_split(4, 2, 24, 0, "train")
+        assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+        xv, _ = embedded.load_split(4, 2, 24, 0, "validation")
+        assert not np.array_equal(x1, xv)
+        files[0].write_bytes(b"damaged")
+        x3, _ = embedded.load_split(4, 2, 24, 0, "train")
+        assert np.array_equal(x1, x3)
+
+    def test_class_names(self):
+        assert embedded.class_names(3) == ["disc", "square", "triangle"]
+        assert embedded.class_names(20)[16] == "disc_stripes"
+        assert len(set(embedded.class_names(64))) == 64
+
+    def test_figure_is_brighter_than_ground(self):
+        x, y = embedded.generate(8, 4, 48, seed=0)
+        lum = x.astype(float) @ np.array([0.299, 0.587, 0.114])
+        assert (np.percentile(lum, 99, axis=(1, 2)) - np.percentile(lum, 1, axis=(1, 2)) > 60).all()
+
+
+def write_folder(root, layout):
+    for split, classes in layout.items():
+        for cls, files in classes.items():
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for name, data in files.items():
+                (d / name).write_bytes(data)
+
+
+class TestSources:
+    def test_folder_labels_follow_the_training_classes(self, tmp_path):
+        write_folder(tmp_path, {"train": {"b": {"1.jpg": jpeg()}, "a": {"2.png": jpeg(fmt="PNG"), "x.txt": b"no"}},
+                                "validation": {"b": {"3.jpg": jpeg()}}})
+        ds = DataSection(source="folder", path=str(tmp_path))
+        train = open_split(ds, "train")
+        assert train.classes == ["a", "b"] and train.labels.tolist() == [0, 1]
+        val = open_split(ds, "validation", train.classes)
+        assert val.labels.tolist() == [1] and val.load(0).size == (20, 16)
+
+    def test_missing_dataset_says_where_it_looked_and_how_to_prepare(self, tmp_path):
+        ds = DataSection(source="disk", path=str(tmp_path / "imagenet"),
+                         prepare="python -m data_prep.imagenet --raw DIR --out data/imagenet")
+        with pytest.raises(DataError) as err:
+            open_split(ds, "train")
+        msg = str(err.value)
+        assert str(tmp_path / "imagenet") in msg and "python -m data_prep.imagenet" in msg and "\n" not in msg
+
+    def test_disk_dataset_from_the_writer(self, tmp_path):
+        w = DatasetWriter(tmp_path, "toy", ["red", "green"])
+        w.write("train", "0", [jpeg(), jpeg((0, 200, 0))], [0, 1], ["r.jpg", "g.jpg"])
+        w.write("train", "1", [jpeg((0, 210, 0))], [1], ["g2.jpg"])
+        w.write("validation", "0", [jpeg()], [0], ["rv.jpg"])
+        w.finish({"train": ["0", "1"], "validation": ["0"]})
+        assert json.loads((tmp_path / "dataset.json").read_text())["classes"] == ["red", "green"]
+        rec = open_split(DataSection(source="disk", path=str(tmp_path)), "train")
+        assert rec.classes == ["red", "green"] and rec.labels.tolist() == [0, 1, 1]
+        assert rec.ids == ["r.jpg", "g.jpg", "g2.jpg"]
+        assert rec.load(1).getpixel((3, 3))[1] > 150
+        with pytest.raises(DataError, match="no split 'test'"):
+            open_split(DataSection(source="disk", path=str(tmp_path)), "test")
+
+    def test_hub_loading_code_on_a_local_repository_in_hub_layout(self, tmp_path):
+        import datasets
+
+        features = datasets.Features({"image": datasets.Image(),
+                                      "label": datasets.ClassLabel(names=["cat", "dog"])})
+        table = datasets.Dataset.from_dict({"image": [{"bytes": jpeg(), "path": None}] * 3, "label": [0, 1, 1]},
+                                           features=features)
+        (tmp_path / "data").mkdir()
+        table.to_parquet(str(tmp_path / "data" / "train-00000-of-00001.parquet"))
+        rec = open_split(DataSection(source="hub", path=str(tmp_path)), "train")
+        assert rec.classes == ["cat", "dog"] and rec.labels.tolist() == [0, 1, 1]
+        assert rec.load(2).mode == "RGB"
+        with pytest.raises(DataError, match="no column 'img'"):
+            open_split(DataSection(source="hub", path=str(tmp_path), image_column="img"), "train")
+
+
+class TestBadImages:
+    def make(self, tmp_path):
+        good = jpeg()
+        write_folder(tmp_path, {"train": {"a": {"ok.jpg": good, "trunc.jpg": good[: len(good) // 2],
+                                                "text.jpg": b"hello", "cmyk.jpg": jpeg(mode="CMYK"),
+                                                "i16.png": jpeg(fmt="PNG", mode="I;16")}}})
+        return open_split(DataSection(source="folder", path=str(tmp_path)), "train")
+
+    def test_skipped_and_reported_by_collate(self, tmp_path):
+        rec = self.make(tmp_path)
+        ds = TransformedDataset(rec, lambda im: torch.zeros(3, 2, 2))
+        batch = collate([ds[i] for i in range(len(rec))])
+        assert len(batch) == 2  # the JPEG and the CMYK one (converted)
+        reasons = {b.ident.rsplit("/", 1)[-1]: b.reason for b in batch.bad}
+        assert set(reasons) == {"trunc.jpg", "text.jpg", "i16.png"}
+        assert "mode I;16" in reasons["i16.png"]
+
+    def test_an_all_bad_batch_is_empty(self, tmp_path):
+        rec = self.make(tmp_path)
+        ds = TransformedDataset(rec, lambda im: torch.zeros(1))
+        bad = [i for i, p in enumerate(rec.ids) if p.endswith(("text.jpg", "trunc.jpg"))]
+        assert len(collate([ds[i] for i in bad])) == 0
+
+
+class TestTransforms:
+    def test_sizes_and_normalisation(self):
+        spec = InputSpec(224, 256, 292)
+        prep = resolve(AugmentSection(), spec)
+        assert (prep.train_resolution, prep.eval_resolution, prep.eval_resize) == (224, 256, 292)
+        img = Image.new("RGB", (400, 300), (255, 0, 0))
+        assert eval_transform(prep)(img).shape == (3, 256, 256)
+        assert train_transform(AugmentSection(autoaugment="imagenet"), prep)(img).shape == (3, 224, 224)
+        paper = resolve(AugmentSection(normalization="mean_only", eval_resolution=128), spec)
+        assert paper.eval_resize == round(128 / 0.875)
+        x = eval_transform(paper)(Image.new("RGB", (200, 200), (255, 128, 0)))
+        torch.testing.assert_close(x[:, 0, 0], torch.tensor([255 - PAPER_MEAN[0] * 255, 128 - PAPER_MEAN[1] * 255,
+                                                            0 - PAPER_MEAN[2] * 255]), rtol=0, atol=1e-3)
+
+    def test_augmentation_is_a_function_of_seed_epoch_index(self):
+        rec = open_split(DataSection(embedded=EmbeddedSection(2, 2, 1, 32)), "train")
+        prep = resolve(AugmentSection(autoaugment="imagenet"), InputSpec(24, 32, 32))
+        ds = TransformedDataset(rec, train_transform(AugmentSection(autoaugment="imagenet"), prep), seed=3)
+        a, b = ds[(1, 5)][0], ds[(1, 5)][0]
+        assert torch.equal(a, b) and not torch.equal(a, ds[(1, 6)][0])
+        state = torch.get_rng_state()
+        ds[(0, 0)]
+        assert torch.equal(state, torch.get_rng_state())  # the caller's RNG is untouched
+
+
+class TestSampling:
+    def test_epoch_permutation_and_resume_offset(self):
+        s = EpochBatchSampler(50, 4, seed=1, accumulation=2)
+        assert s.steps_per_epoch == 6 and len(s) == 12
+        s.set_epoch(3)
+        full = list(s)
+        s.set_epoch(3, start_micro_batch=4)
+        assert list(s) == full[4:]
+        s.set_epoch(4)
+        assert list(s) != full
+        flat = [i for b in full for i, _ in b]
+        assert len(set(flat)) == 48 and all(e == 3 for b in full for _, e in b)
+
+    def test_processes_see_the_micro_batches_of_one_process_with_more_accumulation(self):
+        one = EpochBatchSampler(64, 4, seed=7, world=1, accumulation=4)
+        ranks = [EpochBatchSampler(64, 4, seed=7, rank=r, world=2, accumulation=2) for r in range(2)]
+        for s in (one, *ranks):
+            s.set_epoch(2)
+        single = list(one)
+        per_rank = [list(s) for s in ranks]
+        for step in range(one.steps_per_epoch):
+            assert single[4 * step:4 * step + 2] == per_rank[0][2 * step:2 * step + 2]
+            assert single[4 * step + 2:4 * step + 4] == per_rank[1][2 * step:2 * step + 2]
+
+    def test_shard_sampler_covers_every_index_once(self):
+        got = [i for r in range(3) for b in ShardSampler(10, 3, rank=r, world=3) for i in b]
+        assert got == list(range(10))
+
+    def test_loader_with_workers_gives_the_same_batches(self):
+        rec = open_split(DataSection(embedded=EmbeddedSection(2, 8, 1, 32)), "train")
+        prep = resolve(AugmentSection(), InputSpec(24, 32, 32))
+        ds = TransformedDataset(rec, train_transform(AugmentSection(), prep), seed=0)
+
+        def batches(workers):
+            s = EpochBatchSampler(len(ds), 4, seed=0)
+            s.set_epoch(1)
+            return [b.images for b in make_loader(ds, s, workers)]
+
+        for a, b in zip(batches(0), batches(2), strict=True):
+            assert torch.equal(a, b)
