@@ -55,7 +55,7 @@ class TestEmbedded:
         assert len(set(embedded.class_names(64))) == 64
 
     def test_figure_is_brighter_than_ground(self):
-        x, y = embedded.generate(8, 4, 48, seed=0)
+        x, _ = embedded.generate(8, 4, 48, seed=0)
         lum = x.astype(float) @ np.array([0.299, 0.587, 0.114])
         assert (np.percentile(lum, 99, axis=(1, 2)) - np.percentile(lum, 1, axis=(1, 2)) > 60).all()
 

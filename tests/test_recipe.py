@@ -53,7 +53,7 @@ def test_set_overrides_are_typed_and_validated(tmp_path):
                                "model.options.width=0.5"]))
     assert r.optim.lr == 0.05 and r.runtime.channels_last is True and r.augment.crop_area == [0.2, 1.0]
     assert r.model.options == {"width": 0.5}
-    with pytest.raises(ConfigError, match="expected key.path=value"):
+    with pytest.raises(ConfigError, match=r"expected key\.path=value"):
         parse_set(["optim.lr"])
     with pytest.raises(ConfigError, match=r"optim\.batch: unknown key \(did you mean: batch_size"):
         load_recipe(None, parse_set(["optim.batch=3"]))
