@@ -29,7 +29,7 @@ class Observer:
         self.interactive = sys.stderr.isatty() if interactive is None else interactive
         self.start_step = start_step
         self._t0 = time.perf_counter()
-        self._window = (time.perf_counter(), 0)  # (time, images) since the last report
+        self._window = (time.perf_counter(), start_step)  # (time, step) of the last report
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -61,21 +61,17 @@ class Observer:
                 if isinstance(v, int | float):
                     self._tb.add_scalar(f"{kind}/{k}", v, step)
 
-    def train_step(self, step: int, epoch: int, images: int, values: dict) -> None:
-        """Called after every optimizer step with the images it consumed (all processes)."""
-        t, n = self._window
-        n += images
-        self._window = (t, n)
-        if step % self.log_every and step != self.total_steps:
-            return
+    def train_step(self, step: int, epoch: int, images_per_step: int, values: dict) -> None:
+        """Called at the logging steps; throughput covers the steps since the previous call."""
+        t, last_step = self._window
         now = time.perf_counter()
-        ips = n / max(now - t, 1e-9)
-        self._window = (now, 0)
+        ips = (step - last_step) * images_per_step / max(now - t, 1e-9)
+        self._window = (now, step)
         values = {**values, "images_per_second": ips}
         self.record("train", step, epoch, values)
         done = step - self.start_step
         eta = (now - self._t0) / max(done, 1) * (self.total_steps - step)
-        info = (f"loss {values['loss']:.4f}  lr {values['lr']:.4g}  {ips:.0f} img/s")
+        info = f"loss {values['loss']:.4f}  lr {values['lr']:.4g}  {ips:.0f} img/s"
         if self._progress is not None:
             self._progress.update(self._task, completed=step,
                                   description=f"epoch {epoch + 1}/{self.epochs}", info=info)

@@ -238,9 +238,12 @@ class Trainer:
                 if st.micro_batch == micro_per_epoch:
                     st.epoch, st.micro_batch = st.epoch + 1, 0
                 stop = any_true(self._stop is not None, d)
-                if observer is not None:
-                    observer.train_step(st.step, st.epoch if st.micro_batch else st.epoch - 1,
-                                        r.optim.batch_size, {"loss": float(loss_sum), **values})
+                if st.step % r.output.log_every_steps == 0 or st.step == schedules.total_steps:
+                    # the logged loss is the mean over all processes (every process joins the reduction)
+                    loss_mean = float(all_reduce_sum(loss_sum.clone(), d)) / d.world
+                    if observer is not None:
+                        observer.train_step(st.step, st.epoch if st.micro_batch else st.epoch - 1,
+                                            r.optim.batch_size, {"loss": loss_mean, **values})
                 if stop or (ckpt_every and st.step % ckpt_every == 0):
                     self._save_checkpoint(optimizer, scaler)
                 if stop:

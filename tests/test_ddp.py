@@ -1,0 +1,51 @@
+"""Two CPU processes under torchrun (gloo) train like one process with the same global batch."""
+
+import json
+import subprocess
+import sys
+
+from safetensors.torch import load_file
+
+from .training_helpers import cli_env, tiny_recipe, transfer_cmd
+
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def relative_l1(a: dict, b: dict) -> float:
+    keys = [k for k in a if not k.endswith(BN_BUFFERS)]
+    return sum((a[k] - b[k]).abs().sum().item() for k in keys) / sum(b[k].abs().sum().item() for k in keys)
+
+
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    # No mixup and no DropBlock: their random draws are per process by design. Without SyncBN (CUDA only)
+    # BN normalises each process's half of the batch, so the one process takes the same halves as two
+    # accumulation steps of the same global batch; a one-process run without accumulation is the control.
+    recipe = tiny_recipe(tmp_path, regularization={"mixup": {"alpha": 0.0}, "drop_block": {"keep_prob_end": 1.0}},
+                         schedule={"epochs": 1}, output={"checkpoint_every_steps": 0})
+    env = dict(cli_env(tmp_path), OMP_NUM_THREADS="1")
+
+    def run(cmd):
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+
+    ddp, single, control = tmp_path / "ddp", tmp_path / "single", tmp_path / "control"
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "transfer", "pretrain", str(recipe), "--out", str(ddp)])
+    run(transfer_cmd("pretrain", recipe, "--out", single, "--set", "optim.accumulation=2"))
+    run(transfer_cmd("pretrain", recipe, "--out", control))
+    weights = {name: load_file(str(tmp_path / name / "weights" / "final.safetensors"))
+               for name in ("ddp", "single", "control")}
+    same = relative_l1(weights["ddp"], weights["single"])
+    other = relative_l1(weights["control"], weights["single"])
+    assert same < 1e-5 and other > 100 * same, (same, other)
+    info = json.loads((ddp / "run.json").read_text())
+    assert info["status"] == "finished" and info["steps"] == 4
+    # only rank 0 wrote: one metrics line per step, one event file; the logged loss is the global mean
+    rows = [json.loads(line) for line in (ddp / "metrics.jsonl").read_text().splitlines()]
+    single_rows = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert len(list((ddp / "tb").iterdir())) == 1
+    first = next(r for r in rows if r["kind"] == "train")["loss"]
+    assert abs(first - next(r for r in single_rows if r["kind"] == "train")["loss"]) < 1e-5
+    val = [r for r in rows if r["kind"] == "val"][-1]
+    assert val["count"] == 24  # every validation image counted once across the two processes
