@@ -13,21 +13,18 @@ validation set is cut into shards of 5,000: an interrupted run continues from th
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tarfile
 from pathlib import Path
 
 from transfer.data.ondisk import DatasetWriter
 
+from .common import PrepError, run_main
+
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 VAL_SHARD = 5000
-
-
-class PrepError(Exception):
-    """A missing or malformed archive: printed as one line."""
 
 
 def _require(raw: Path, name: str) -> Path:
@@ -108,18 +105,7 @@ def convert(raw: Path, out: Path, *, progress: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.imagenet", description=__doc__.splitlines()[0])
-    parser.add_argument("--raw", required=True, type=Path, help="folder with the three official archives")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (the recipe's data.path)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    try:
-        path = convert(args.raw, args.out, progress=not args.quiet)
-    except PrepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
+    return run_main("imagenet", __doc__, convert, argv)
 
 
 if __name__ == "__main__":

@@ -143,3 +143,58 @@ def test_resume_and_out_errors(tmp_path):
     assert res.exit_code == 2 and "recipe 'no_such_recipe' not found" in res.output
     res = CliRunner().invoke(cli, ["pretrain", str(tiny_recipe(tmp_path)), "--set", "optim.lr=-1"])
     assert res.exit_code == 2 and "optim.lr: -1" in res.output and "out of range" in res.output
+
+
+def write_folder_dataset(root, bad: bool):
+    from tests.test_data import jpeg
+
+    for split, per in (("train", 8), ("validation", 2)):
+        for c, color in enumerate([(220, 20, 20), (20, 220, 20)]):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True)
+            for k in range(per):
+                (d / f"{k}.jpg").write_bytes(jpeg(color, size=(40, 40)))
+    if bad:
+        (root / "train" / "c0" / "broken.jpg").write_bytes(b"not a jpeg at all")
+
+
+@pytest.mark.parametrize("policy", ["skip", "fail"])
+def test_bad_images_are_counted_and_reported_or_fatal(tmp_path, policy):
+    write_folder_dataset(tmp_path / "data", bad=True)
+    recipe = tiny_recipe(tmp_path, data={"source": "folder", "path": str(tmp_path / "data"), "on_bad_image": policy},
+                         schedule={"epochs": 1}, optim={"batch_size": 17}, runtime={"precision": "bf16",
+                                                                                      "channels_last": True},
+                         output={"checkpoint_every_steps": 0})
+    res = run_cli(tmp_path, "pretrain", recipe, "--out", tmp_path / "run", check=False)
+    if policy == "skip":
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "epoch 1: skipped 1 unreadable images (first: " in res.stderr and "broken.jpg" in res.stderr
+    else:
+        assert res.returncode == 2
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: unreadable image ") and "broken.jpg" in last and "on_bad_image" in last
+
+
+def test_distillation_from_precomputed_logits_and_from_a_teacher(tmp_path):
+    import numpy as np
+
+    base = tiny_recipe(tmp_path, schedule={"epochs": 1}, output={"checkpoint_every_steps": 0})
+    teacher_run = tmp_path / "teacher"
+    run_cli(tmp_path, "pretrain", base, "--out", teacher_run)
+    logits_file = tmp_path / "logits.npy"
+    res = CliRunner().invoke(cli, ["evaluate", str(teacher_run), "--split", "train", "--workers", "0",
+                                   "--save-logits", str(logits_file), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    logits = np.load(logits_file)
+    assert logits.shape == (64, 4)
+    for kd in ({"logits": str(logits_file)}, {"teacher": str(teacher_run / "weights" / "final.safetensors")}):
+        recipe = tiny_recipe(tmp_path, "kd.yaml", regularization={"distillation": {**kd, "temperature": 2.0}},
+                             schedule={"epochs": 1}, optim={"grad_clip": 1.0}, output={"checkpoint_every_steps": 0})
+        out = tmp_path / f"kd-{next(iter(kd))}"
+        res = CliRunner().invoke(cli, ["pretrain", str(recipe), "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    np.save(logits_file, logits[:10])
+    recipe = tiny_recipe(tmp_path, "bad.yaml", regularization={"distillation": {"logits": str(logits_file)}})
+    res = CliRunner().invoke(cli, ["pretrain", str(recipe), "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "has shape (10, 4), expected (64, 4)" in res.output

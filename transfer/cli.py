@@ -189,6 +189,45 @@ def pretrain(recipe, out, resume, data_path, epochs, batch_size, device, sets) -
 
 
 @cli.command()
+@click.argument("recipe", required=False)
+@click.option("--backbone", help="Pretrained backbone: a pretrain run directory, a weights file, a torchvision "
+              "state_dict, or 'latest' (sets model.backbone; default: the recipe's).")
+@training_options
+def finetune(recipe, backbone, out, resume, data_path, epochs, batch_size, device, sets) -> None:
+    """Fine-tune a pretrained backbone on a downstream dataset as RECIPE says (e.g. recipes/cars.yaml).
+
+    The classifier is replaced for the dataset's classes; after training, RUN/report/ holds per-class
+    accuracy, the confusion matrix, the most-confused pairs and the predictions.
+    """
+    from .recipe import _merge
+    from .stages.train import run_training
+
+    overrides = _recipe_overrides(data_path, epochs, batch_size, device, sets)
+    if backbone is not None:
+        overrides = _merge(overrides, {"model": {"backbone": backbone}})
+    r, name = _load_for_training(recipe, "demo/finetune.yaml", out, resume, overrides)
+    if r.stage == "pretrain":
+        raise TransferError(f"recipe {name} is a pretraining recipe (stage: pretrain); run it with "
+                            f"`transfer pretrain`")
+    run_training(r, recipe_name=name, out=out, resume=resume)
+
+
+@cli.command()
+@click.argument("weights_or_run")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--topk", default=1, show_default=True, help="Classes per image in the CSV.")
+@click.option("--out", "out_file", default="predictions.csv", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def predict(weights_or_run, images, topk, out_file, batch_size, device) -> None:
+    """Classify IMAGES (files or folders) with a weights file or a run; writes a CSV of path, class, probability."""
+    from .stages.evaluation import predict_images
+
+    n = predict_images(weights_or_run, images, out_file=out_file, topk=topk, batch_size=batch_size, device=device)
+    click.echo(f"wrote {n} predictions to {out_file}")
+
+
+@cli.command()
 @click.argument("weights_or_run")
 @click.option("--data", "data_path", help="Dataset: a data_prep folder, an image folder, or 'embedded' "
               "(default: the run's own validation data).")

@@ -39,6 +39,10 @@ class ModelSection:
     name: str = opt("assemble_resnet50", "a name from `transfer models`")
     options: dict = opt({}, "create_model overrides (any ResNetConfig field: width, drop_block, ...)")
     weights: str | None = opt(None, "initial weights: a .safetensors file or a torchvision state_dict")
+    backbone: str | None = opt(None, "fine-tuning: a pretrain run directory, a weights file, a torchvision "
+                               "state_dict, or 'latest' (the newest `transfer pretrain` run)")
+    restore_bn_stats: bool = opt(True, "load the backbone's BN running statistics (the paper's warm start: no)")
+    backbone_lr_scale: float = opt(1.0, "learning-rate multiplier of the backbone relative to the new head", min=0)
 
 
 @dataclass
@@ -52,8 +56,9 @@ class EmbeddedSection:
 
 @dataclass
 class DataSection:
-    source: str = opt("embedded", "embedded | disk (data_prep output) | folder (class sub-folders) | hub",
-                      choices=("embedded", "disk", "folder", "hub"))
+    source: str = opt("embedded", "embedded | digits (scikit-learn) | disk (data_prep output) | folder "
+                      "(class sub-folders) | csv (path,label[,split]) | hub",
+                      choices=("embedded", "digits", "disk", "folder", "csv", "hub"))
     path: str | None = opt(None, "dataset location: a folder, or a HuggingFace hub name for source=hub")
     train_split: str = opt("train", "split used for training")
     val_split: str = opt("validation", "split used for validation")
@@ -62,6 +67,9 @@ class DataSection:
     on_bad_image: str = opt("skip", "skip (count and report) or fail on unreadable images",
                             choices=("skip", "fail"))
     prepare: str | None = opt(None, "the command that prepares this dataset (shown when it is missing)")
+    val_fraction: float = opt(0.2, "held-out fraction when the data has no validation split (seeded, stratified)",
+                              min=0.01, max=0.9)
+    split_seed: int = opt(0, "seed of the split made for data without one")
     embedded: EmbeddedSection = section(EmbeddedSection, "the embedded synthetic dataset")
 
 
@@ -93,6 +101,8 @@ class OptimSection:
     grad_clip: float | None = opt(None, "clip the global gradient norm to this value", min=0)
     batch_size: int = opt(256, "global batch size (all processes, all accumulation steps)", min=1)
     accumulation: int = opt(1, "gradient accumulation steps per optimizer step", min=1)
+    bn_momentum_rule: bool = opt(False, "BN momentum from steps per epoch s: TF decay max(1 - 10/s, 0.9) "
+                                 "(the paper's fine-tuning rule)")
 
 
 @dataclass

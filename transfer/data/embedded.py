@@ -160,3 +160,21 @@ def load_split(classes: int, per_class: int, size: int, seed: int, split: str) -
     np.savez(tmp, images=images, labels=labels)
     os.replace(tmp, path)
     return images, labels
+
+
+def load_digits_split(resolution: int, split: str, seed: int = 0, val_fraction: float = 0.3
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits (1,797 real 8x8 scans, 10 classes) upsampled to `resolution`, as RGB.
+
+    The train/validation split is stratified and seeded: the embedded downstream task of the demo.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    index = np.arange(len(digits.target))
+    train_idx, val_idx = train_test_split(index, test_size=val_fraction, stratify=digits.target, random_state=seed)
+    chosen = np.sort(train_idx if split == "train" else val_idx)
+    small = (digits.images[chosen] / 16.0 * 255).astype(np.uint8)  # 0..16 ink levels
+    images = np.stack([np.asarray(Image.fromarray(im).resize((resolution, resolution), Image.BICUBIC)) for im in small])
+    return np.repeat(images[..., None], 3, axis=-1), digits.target[chosen].astype(np.int64)

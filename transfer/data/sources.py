@@ -70,6 +70,8 @@ class ArrayRecords(Records):
 
 @dataclass
 class FileRecords(Records):
+    made_split: bool = False  # True when this split was drawn here (seeded, stratified), not given
+
     def load(self, index: int) -> Image.Image:
         return decode_image(self.ids[index])
 
@@ -100,6 +102,77 @@ def _embedded(data: DataSection, split: str) -> Records:
         raise DataError(f"data.train_split/val_split: {err}") from None
     return ArrayRecords(labels, [f"embedded/{split}/{i}" for i in range(len(labels))],
                         embedded.class_names(e.classes), images)
+
+
+def _digits(data: DataSection, split: str) -> Records:
+    images, labels = embedded.load_digits_split(data.embedded.resolution, split, data.split_seed,
+                                                data.val_fraction)
+    return ArrayRecords(labels, [f"digits/{split}/{i}" for i in range(len(labels))], [str(d) for d in range(10)],
+                        images)
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int, classes: list[str], where: str
+                     ) -> np.ndarray:
+    """A boolean mask of the validation items: seeded and stratified, so every class is in both parts."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(labels, minlength=len(classes))
+    lonely = [classes[i] for i in np.flatnonzero(counts < 2)]
+    if lonely:
+        raise DataError(f"{where}: classes with fewer than 2 images cannot be split into train and validation: "
+                        f"{', '.join(lonely[:5])}; add images or give a split column")
+    _, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction, stratify=labels,
+                                  random_state=seed)
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[val_idx] = True
+    return mask
+
+
+def _select(records: FileRecords, mask: np.ndarray) -> FileRecords:
+    keep = np.flatnonzero(mask)
+    return FileRecords(records.labels[keep], [records.ids[i] for i in keep], records.classes, made_split=True)
+
+
+def _csv(data: DataSection, split: str, classes: list[str] | None) -> Records:
+    import csv
+
+    path = Path(data.path)
+    if not path.is_file():
+        raise _missing(data, path, "a CSV file with columns path,label[,split]")
+    rows = []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise DataError(f"{path}:1: the header must name the columns path,label[,split]; got "
+                            f"{','.join(reader.fieldnames or [])}")
+        for row in reader:
+            line = reader.line_num
+            if None in row or any(row.get(k) in (None, "") for k in ("path", "label")):
+                raise DataError(f"{path}:{line}: unreadable row {row!r}: expected path,label[,split]")
+            rows.append((line, row["path"], row["label"], (row.get("split") or "").strip()))
+    if not rows:
+        raise DataError(f"{path} lists no images")
+    found = sorted({r[2] for r in rows})
+    classes = classes or found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{path}: labels not in the training split: {', '.join(unknown[:5])}")
+    index = {c: i for i, c in enumerate(classes)}
+    files = [str((path.parent / p) if not Path(p).is_absolute() else Path(p)) for _, p, _, _ in rows]
+    labels = np.asarray([index[r[2]] for r in rows], dtype=np.int64)
+    splits = [r[3] for r in rows]
+    if all(splits):
+        keep = [i for i, s in enumerate(splits) if s == split]
+        if not keep:
+            raise DataError(f"{path} has no rows with split {split!r} (splits: {', '.join(sorted(set(splits)))})")
+        return FileRecords(labels[keep], [files[i] for i in keep], classes)
+    if any(splits):
+        first = next(r[0] for r in rows if not r[3])
+        raise DataError(f"{path}:{first}: the split column is empty here but not elsewhere; fill it in every row "
+                        f"or in none")
+    mask = stratified_split(labels, data.val_fraction, data.split_seed, classes, str(path))
+    everything = FileRecords(labels, files, classes)
+    return _select(everything, ~mask if split == data.train_split else mask)
 
 
 def _missing(data: DataSection, looked: Path, what: str) -> DataError:
@@ -155,6 +228,13 @@ def _folder(data: DataSection, split: str, classes: list[str] | None) -> Records
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     root = Path(data.path) / split
+    if not root.is_dir() and Path(data.path).is_dir() and not any(
+            (Path(data.path) / s).is_dir() for s in (data.train_split, data.val_split)):
+        # CLASS/IMAGE directly under the path: one pool, split here (seeded, stratified).
+        pool = _folder(DataSection(source="folder", path=str(Path(data.path).parent),
+                                   train_split=Path(data.path).name), Path(data.path).name, classes)
+        mask = stratified_split(pool.labels, data.val_fraction, data.split_seed, pool.classes, data.path)
+        return _select(pool, ~mask if split == data.train_split else mask)
     if not root.is_dir():
         raise _missing(data, root, f"a folder of class sub-folders for split {split!r}")
     found = sorted(d.name for d in root.iterdir() if d.is_dir())
@@ -197,6 +277,8 @@ def open_split(data: DataSection, split: str, classes: list[str] | None = None) 
     """Records of one split. `classes` (from the training split) fixes the label order of folder datasets."""
     if data.source == "embedded":
         records = _embedded(data, split)
+    elif data.source == "digits":
+        records = _digits(data, split)
     elif data.path is None:
         raise DataError(f"data.source={data.source} needs data.path (or --data PATH)"
                         + (f"; prepare the data with: {data.prepare}" if data.prepare else ""))
@@ -206,6 +288,8 @@ def open_split(data: DataSection, split: str, classes: list[str] | None = None) 
         records = _disk(data, split)
     elif data.source == "folder":
         records = _folder(data, split, classes)
+    elif data.source == "csv":
+        records = _csv(data, split, classes)
     else:
         records = _hub(data, split)
     if len(records) == 0:

@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import Dist, all_reduce_sum, any_true
 from .objective import Objective
 from .observe import Observer
-from .optim import Schedules, make_optimizer
+from .optim import Schedules, bn_momentum_for, make_optimizer
 
 log = logging.getLogger("transfer")
 
@@ -151,6 +151,8 @@ class Trainer:
             raise DataError(f"the training split has {len(self.train_set)} images, fewer than one batch of "
                             f"{r.optim.batch_size}; lower optim.batch_size (--batch-size)")
         schedules = Schedules.from_recipe(r.optim, r.schedule, r.regularization, steps_per_epoch)
+        if r.optim.bn_momentum_rule:
+            self.bn_momentum = bn_momentum_for(steps_per_epoch)
         net = self._prepare_model()
         optimizer = make_optimizer(self.model, r.optim, self.lr_scale)
         dev = d.device

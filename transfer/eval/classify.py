@@ -68,3 +68,32 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, precision: str =
         out["indices"] = idx[order]
         out["logits"] = (torch.cat(logits_all).numpy() if logits_all else np.zeros((0, 0), np.float32))[order]
     return out
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K, K) counts: row = true class, column = predicted class."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels), np.asarray(predictions)), 1)
+    return cm
+
+
+def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
+    """Recall of each class (NaN for a class with no samples)."""
+    totals = cm.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, np.diag(cm) / np.maximum(totals, 1), np.nan)
+
+
+def most_confused(cm: np.ndarray, classes: list[str], n: int = 5) -> list[dict]:
+    """The n largest off-diagonal cells: (true, predicted, count, share of the true class)."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None)[::-1][:n]
+    out = []
+    for flat in order:
+        t, p = np.unravel_index(flat, cm.shape)
+        if off[t, p] == 0:
+            break
+        out.append({"true": classes[t], "predicted": classes[p], "count": int(off[t, p]),
+                    "fraction": float(off[t, p] / max(cm[t].sum(), 1))})
+    return out

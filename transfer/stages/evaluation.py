@@ -64,3 +64,60 @@ def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, sp
         atomic_write_bytes(Path(save_logits), buf.getvalue())
         result["logits_file"] = save_logits
     return result
+
+
+def predict_images(weights_or_run: str, images: tuple[str, ...], *, out_file: str, topk: int = 1,
+                   batch_size: int = 64, device: str = "auto") -> int:
+    """Write `out_file`: path, predicted class, probability (and top-k columns); returns the image count."""
+    import csv
+
+    import torch
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from ..data.sources import DataError, FileRecords
+
+    weights = resolve_weights(weights_or_run)
+    model = load_model(weights)
+    classes = model.weights_metadata.get("class_names") or [str(i) for i in range(model.num_classes)]
+    paths = []
+    for item in images:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMG_EXTENSIONS)
+        elif p.is_file():
+            paths.append(str(p))
+        else:
+            raise DataError(f"{item} is neither an image file nor a folder")
+    if not paths:
+        raise DataError(f"no images found in {', '.join(images)}")
+    records = FileRecords(np.zeros(len(paths), dtype=np.int64), paths, classes)
+    dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    k = max(1, min(topk, len(classes)))
+    rows: dict[int, list] = {}
+    with torch.no_grad():
+        for batch in eval_loader(dataset, batch_size, 0):
+            for bad in batch.bad:
+                rows[bad.index] = [bad.ident, "", "", f"unreadable: {bad.reason}"]
+            if not len(batch):
+                continue
+            probs = model(batch.images.to(dev)).float().softmax(1).cpu()
+            top = probs.topk(k, dim=1)
+            for i, vals, idx in zip(batch.indices.tolist(), top.values.tolist(), top.indices.tolist(), strict=True):
+                row = [paths[i], classes[idx[0]], f"{vals[0]:.6f}"]
+                for j in range(1, k):
+                    row += [classes[idx[j]], f"{vals[j]:.6f}"]
+                rows[i] = row
+    header = ["path", "prediction", "probability"]
+    for j in range(2, k + 1):
+        header += [f"prediction_{j}", f"probability_{j}"]
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header + (["note"] if any(len(r) == 4 and r[3].startswith("unreadable") for r in rows.values())
+                             else []))
+        for i in range(len(paths)):
+            w.writerow(rows[i])
+    return len(paths)

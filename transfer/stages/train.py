@@ -18,11 +18,11 @@ from ..data.transforms import Preprocessing, eval_transform, resolve, train_tran
 from ..engine import distributed
 from ..engine.objective import Objective
 from ..engine.trainer import Trainer
-from ..errors import ConfigError
+from ..errors import ConfigError, TransferError
 from ..models import create_model
-from ..models.weights import load_model
+from ..models.weights import load_model, load_weights
 from ..recipe import Recipe
-from ..runs import RunDir, new_run_dir
+from ..runs import RunDir, latest_run, new_run_dir, resolve_weights
 
 log = logging.getLogger("transfer")
 
@@ -70,6 +70,16 @@ def build_objective(recipe: Recipe, num_classes: int, num_train: int) -> Objecti
                      kd.temperature, kd.weight)
 
 
+def resolve_backbone(backbone: str) -> Path:
+    """'latest' (the newest pretrain run), a run directory, a .safetensors file or a torchvision state_dict."""
+    if backbone == "latest":
+        try:
+            return resolve_weights(latest_run("pretrain").path)
+        except TransferError as e:
+            raise ConfigError(f"model.backbone=latest: {e}; or pass --backbone RUN_DIR_OR_WEIGHTS") from None
+    return resolve_weights(backbone)
+
+
 def _shared_run_dir(recipe: Recipe, recipe_name: str, out: str | None, resume: bool, d) -> RunDir:
     """Rank 0 chooses (and creates) the run directory; the other processes learn it from rank 0."""
     path = [None]
@@ -82,9 +92,25 @@ def _shared_run_dir(recipe: Recipe, recipe_name: str, out: str | None, resume: b
     return RunDir(Path(path[0]))
 
 
+def record_made_splits(run: RunDir, data: StageData) -> None:
+    """When the data had no validation split and one was drawn here, write it into the run (split.csv)."""
+    import csv
+
+    parts = [(name, rec) for name, rec in (("train", data.train), ("validation", data.val))
+             if rec is not None and getattr(rec, "made_split", False)]
+    if not parts:
+        return
+    with (run.path / "split.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        for name, rec in parts:
+            for ident, label in zip(rec.ids, rec.labels, strict=True):
+                w.writerow([ident, data.classes[label], name])
+
+
 def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, resume: bool = False,
-                 model_hook=None) -> dict:
-    """Train as the recipe says. `model_hook(model, data)` may adapt the model (fine-tuning uses it)."""
+                 report: bool = True) -> dict:
+    """Train as the recipe says, then (classification) report on the validation split with the best weights."""
     d = distributed.setup(recipe.runtime.device)
     try:
         torch.manual_seed(recipe.runtime.seed)  # the same initial weights on every process
@@ -92,16 +118,30 @@ def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, re
         m = recipe.model
         options = {**m.options, "num_classes": len(data.classes)}
         model = create_model(m.name, weights=m.weights, **options)
+        extra = {"class_names": data.classes}
+        lr_scale = None
+        if m.backbone:
+            backbone = resolve_backbone(m.backbone)
+            log.info("backbone: %s%s", backbone, "" if m.restore_bn_stats else " (BN statistics not restored)")
+            load_weights(model, backbone, restore_bn_stats=m.restore_bn_stats)
+            extra["backbone"] = str(backbone)
+            if m.backbone_lr_scale != 1.0:
+                lr_scale = {"stem.": m.backbone_lr_scale, "stages.": m.backbone_lr_scale}
         prep: Preprocessing = resolve(recipe.augment, model.input_spec)
         model.input_spec = prep.input_spec()
-        if model_hook is not None:
-            model_hook(model, data)
         train_set = TransformedDataset(data.train, train_transform(recipe.augment, prep), recipe.runtime.seed)
         val_set = TransformedDataset(data.val, eval_transform(prep)) if data.val is not None else None
         objective = build_objective(recipe, len(data.classes), len(data.train))
         run = _shared_run_dir(recipe, recipe_name, out, resume, d)
-        trainer = Trainer(model, objective, train_set, val_set, recipe, run, d,
-                          weights_metadata={"class_names": data.classes})
-        return trainer.fit(resume=resume)
+        if d.is_main and not resume:
+            record_made_splits(run, data)
+        trainer = Trainer(model, objective, train_set, val_set, recipe, run, d, weights_metadata=extra,
+                          lr_scale=lr_scale)
+        summary = trainer.fit(resume=resume)
+        if d.is_main and summary.get("status") == "finished" and data.val is not None and report:
+            from .report import classification_report
+
+            summary.update(classification_report(run, val_set, recipe, d.device))
+        return summary
     finally:
         distributed.teardown(d)

@@ -1,0 +1,206 @@
+"""Training-engine overhead and input-pipeline speed, each side by side with its plain counterpart.
+
+    python benchmarks/engine.py                 # both parts; writes results/engine.json and engine.md
+
+1. Engine overhead: images/s of Trainer.fit against a minimal hand-written loop (forward, cross entropy,
+   backward, SGD step) on the same model, batch, precision and in-memory data. Target >= 0.95x.
+2. Input pipeline: decoded + augmented images/s with one worker, our folder source + loader against
+   torchvision's ImageFolder + DataLoader with the same transforms, on JPEG files written here. Target >= 1.0x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from transfer import create_model
+from transfer.data.embedded import generate
+from transfer.data.loader import EpochBatchSampler, TransformedDataset, make_loader
+from transfer.data.sources import open_split
+from transfer.data.transforms import resolve, train_transform
+from transfer.engine.distributed import Dist
+from transfer.engine.objective import Objective
+from transfer.engine.trainer import Trainer
+from transfer.eval.throughput import describe_machine
+from transfer.models.zoo import InputSpec
+from transfer.recipe import AugmentSection, DataSection, Recipe
+from transfer.runs import RunDir
+
+
+class TensorSet(Dataset):
+    """Pre-made tensors, keyed like the engine's datasets: (index, epoch) -> (image, label, index)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, key):
+        i = key[0] if isinstance(key, tuple) else key
+        return self.x[i], int(self.y[i]), i
+
+
+def hand_loop(model, x, y, batch, steps, channels_last) -> list[float]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    times = []
+    for s in range(steps):
+        i = (s * batch) % (len(y) - batch + 1)
+        xb, yb = x[i:i + batch], y[i:i + batch]
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def engine_loop(model, x, y, batch, steps, channels_last, out: Path) -> list[float]:
+    recipe = Recipe()
+    recipe.optim.batch_size, recipe.optim.lr, recipe.optim.reference_batch = batch, 0.01, batch
+    recipe.schedule.epochs, recipe.schedule.warmup_epochs = 1, 0
+    recipe.runtime.workers, recipe.runtime.channels_last = 0, channels_last
+    recipe.output.log_every_steps, recipe.output.tensorboard, recipe.output.plots = 1, False, False
+    data = TensorSet(x[: batch * steps], y[: batch * steps])
+    run = RunDir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    Trainer(model, Objective(int(y.max()) + 1), data, None, recipe, run, Dist()).fit()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [batch / r["images_per_second"] for r in rows if r["kind"] == "train"]
+
+
+def engine_overhead(args) -> dict:
+    torch.manual_seed(0)
+    n = args.batch_size * args.steps
+    x = torch.randn(n, 3, args.resolution, args.resolution)
+    y = torch.randint(0, 10, (n,))
+    results = {"hand_loop": [], "engine": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):  # alternate, so machine noise hits both alike
+            for kind in ("hand_loop", "engine"):
+                torch.manual_seed(1)
+                model = create_model(args.model, num_classes=10)
+                if args.channels_last:
+                    model = model.to(memory_format=torch.channels_last)
+                if kind == "hand_loop":
+                    ts = hand_loop(model, x, y, args.batch_size, args.steps, args.channels_last)
+                else:
+                    ts = engine_loop(model, x, y, args.batch_size, args.steps, args.channels_last,
+                                     Path(tmp) / f"run{r}")
+                results[kind] += ts[2:]  # the first steps warm the allocator
+    ips = {k: args.batch_size / statistics.median(v) for k, v in results.items()}
+    return {"model": args.model, "batch_size": args.batch_size, "resolution": args.resolution,
+            "channels_last": args.channels_last, "steps": args.steps, "rounds": args.rounds,
+            "hand_loop_images_per_second": ips["hand_loop"], "engine_images_per_second": ips["engine"],
+            "ratio": ips["engine"] / ips["hand_loop"]}
+
+
+def write_jpegs(root: Path, classes: int, per_class: int, size: int) -> None:
+    from PIL import Image
+
+    images, labels = generate(classes, per_class, size, seed=0)
+    for k, (img, label) in enumerate(zip(images, labels, strict=True)):
+        d = root / "train" / f"class{label:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=90)
+        (d / f"{k:05d}.jpg").write_bytes(buf.getvalue())
+
+
+def input_pipeline(args) -> dict:
+    import torchvision
+
+    aug = AugmentSection(autoaugment="imagenet")
+    prep = resolve(aug, InputSpec(args.pipeline_resolution, args.pipeline_resolution, args.pipeline_resolution))
+    transform = train_transform(aug, prep)
+    out = {"images": args.images, "source_size": args.source_size, "resolution": args.pipeline_resolution,
+           "workers": 1, "transform": "random resized crop + flip + AutoAugment(ImageNet) + normalise"}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_jpegs(root, 8, args.images // 8, args.source_size)
+        ours = TransformedDataset(open_split(DataSection(source="folder", path=str(root)), "train"), transform)
+        theirs = torchvision.datasets.ImageFolder(str(root / "train"), transform=transform)
+
+        def run_ours():
+            s = EpochBatchSampler(len(ours), 32)
+            return sum(len(b) for b in make_loader(ours, s, 1))
+
+        def run_theirs():
+            loader = DataLoader(theirs, batch_size=32, shuffle=True, drop_last=True, num_workers=1,
+                                prefetch_factor=4)
+            return sum(len(b[1]) for b in loader)
+
+        rates = {"transfer": [], "torchvision": []}
+        for _ in range(args.rounds):
+            for name, fn in (("torchvision", run_theirs), ("transfer", run_ours)):
+                start = time.perf_counter()
+                n = fn()
+                rates[name].append(n / (time.perf_counter() - start))
+    out.update({f"{k}_images_per_second": statistics.median(v) for k, v in rates.items()})
+    out["ratio"] = out["transfer_images_per_second"] / out["torchvision_images_per_second"]
+    return out
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    e, p = result.get("engine"), result.get("input_pipeline")
+    lines = [f"{m['device']} ({m['processor']}, {m['threads']} threads), torch {m['torch']}, {result['date']}.", ""]
+    if e:
+        lines += ["| training loop | images/s (median step) | ratio |", "|---|---|---|",
+                  f"| hand-written loop | {e['hand_loop_images_per_second']:.1f} | 1.00 |",
+                  f"| transfer engine (Trainer.fit) | {e['engine_images_per_second']:.1f} | {e['ratio']:.3f} |", "",
+                  f"{e['model']}, batch {e['batch_size']}, {e['resolution']} px, fp32"
+                  f"{', channels_last' if e['channels_last'] else ''}; {e['rounds']} alternating rounds of "
+                  f"{e['steps']} steps.", ""]
+    if p:
+        lines += ["| input pipeline (1 worker) | images/s | ratio |", "|---|---|---|",
+                  f"| torchvision ImageFolder + DataLoader | {p['torchvision_images_per_second']:.1f} | 1.00 |",
+                  f"| transfer folder source + loader | {p['transfer_images_per_second']:.1f} | {p['ratio']:.3f} |",
+                  "", f"{p['images']} JPEGs of {p['source_size']} px -> {p['resolution']} px, {p['transform']}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--resolution", type=int, default=112)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--source-size", type=int, default=320)
+    parser.add_argument("--pipeline-resolution", type=int, default=224)
+    parser.add_argument("--only", choices=["engine", "input_pipeline"])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    result = {"date": dt.date.today().isoformat(), "machine": describe_machine(torch.device("cpu")),
+              "args": {k: v for k, v in vars(args).items() if k != "out"}}
+    if args.only in (None, "engine"):
+        result["engine"] = engine_overhead(args)
+        print(json.dumps(result["engine"], indent=1), flush=True)
+    if args.only in (None, "input_pipeline"):
+        result["input_pipeline"] = input_pipeline(args)
+        print(json.dumps(result["input_pipeline"], indent=1), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "engine.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    table = markdown(result)
+    (args.out / "engine.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

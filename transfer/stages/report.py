@@ -1,0 +1,86 @@
+"""After a classification run: per-class accuracy, the confusion matrix (PNG), most-confused pairs, predictions."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.loader import eval_loader
+from ..eval.classify import confusion_matrix, evaluate, most_confused, per_class_accuracy
+from ..models.weights import atomic_write_bytes, load_model
+from ..recipe import Recipe
+from ..runs import RunDir
+
+
+def confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "confusion matrix") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(classes)
+    rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = min(max(4.0, 0.35 * k + 2), 24)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    if k <= 40:
+        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+        if k <= 16:
+            for t in range(k):
+                for p in range(k):
+                    if cm[t, p]:
+                        ax.text(p, t, int(cm[t, p]), ha="center", va="center", fontsize=7,
+                                color="white" if rows[t, p] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, fraction=0.046)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(out: Path, result: dict, labels: np.ndarray, ids: list[str], classes: list[str]) -> dict:
+    """Files of the report under `out`; returns the figures for the run summary."""
+    logits = torch.from_numpy(result["logits"])
+    probs = logits.softmax(1).numpy()
+    preds = probs.argmax(1)
+    cm = confusion_matrix(labels, preds, len(classes))
+    acc = per_class_accuracy(cm)
+    confused = most_confused(cm, classes)
+    out.mkdir(parents=True, exist_ok=True)
+    confusion_png(cm, classes, out / "confusion.png")
+    with (out / "per_class.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class", "accuracy", "count"])
+        for c, a, n in zip(classes, acc, cm.sum(1), strict=True):
+            w.writerow([c, f"{a:.6f}", int(n)])
+    with (out / "predictions.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "prediction", "probability"])
+        for ident, y, p, pr in zip(ids, labels, preds, probs, strict=True):
+            w.writerow([ident, classes[y], classes[p], f"{pr[p]:.6f}"])
+    summary = {"top1": result["top1"], "top5": result.get("top5"), "count": result["count"],
+               "mean_per_class_accuracy": float(np.nanmean(acc)), "most_confused": confused}
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    return summary
+
+
+def classification_report(run: RunDir, val_set, recipe: Recipe, device: torch.device) -> dict:
+    """Evaluate the run's best weights on the validation split and write RUN/report/."""
+    weights = run.weights("best") if run.weights("best").is_file() else run.weights("final")
+    model = load_model(weights).to(device)
+    result = evaluate(model, eval_loader(val_set, 64, recipe.runtime.workers), device,
+                      precision=recipe.runtime.precision, topk=recipe.eval.topk, keep_logits=True)
+    records = val_set.records
+    idx = result["indices"]
+    summary = write_report(run.path / "report", result, records.labels[idx], [records.ids[i] for i in idx],
+                           records.classes)
+    return {"report_top1": summary["top1"], "report_mean_per_class": summary["mean_per_class_accuracy"]}
