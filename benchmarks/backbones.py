@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--no-blur", action="store_true", help="skip the filter micro-benchmark")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--name", default="backbones", help="file stem for the JSON and markdown outputs")
+    parser.add_argument("--update", action="store_true",
+                        help="re-measure only --settings and keep the other settings of an existing JSON")
     args = parser.parse_args()
     for m in args.models:
         if not m.startswith("torchvision:") and m not in MODELS:
@@ -142,6 +144,12 @@ def main() -> None:
     result = {"date": dt.date.today().isoformat(), "machine": describe_machine(device),
               "batch_size": args.batch_size, "resolution": args.resolution, "repeats": args.repeats,
               "settings": args.settings, "results": {}}
+    previous = args.out / f"{args.name}.json"
+    if args.update and previous.is_file():
+        old = json.loads(previous.read_text())
+        result["results"] = old["results"]
+        result["blur"] = old.get("blur")
+        result["settings"] = [s for s in SETTINGS if s in old["settings"] or s in args.settings]
     for setting in args.settings:
         names = args.models
         if SETTINGS[setting].get("compile"):
@@ -158,6 +166,8 @@ def main() -> None:
         result["results"][setting] = rows
     if not args.no_blur:
         result["blur"] = blur_comparison(device)
+    elif not result.get("blur"):
+        result.pop("blur", None)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)

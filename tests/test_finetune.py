@@ -64,7 +64,7 @@ def test_finetune_from_latest_pretrain_run_writes_the_report(tmp_path):
         per_class = {r["class"]: float(r["accuracy"]) for r in csv.DictReader(f)}
     for c in per_class:
         mine = [r for r in rows if r["label"] == c]
-        assert per_class[c] == pytest.approx(sum(r["prediction"] == c for r in mine) / len(mine))
+        assert per_class[c] == pytest.approx(sum(r["prediction"] == c for r in mine) / len(mine), abs=1e-6)
     assert (report / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     for pair in summary["most_confused"]:
         assert pair["true"] != pair["predicted"] and pair["count"] == sum(
@@ -78,7 +78,7 @@ def test_torchvision_state_dict_as_backbone_and_bn_stats_left_alone(tmp_path):
     path = tmp_path / "tv18.pth"
     torch.save(tv.state_dict(), path)
     out = tmp_path / "ft"
-    recipe = finetune_recipe(tmp_path, model={"name": "resnet18", "options": {}, "restore_bn_stats": False,
+    recipe = finetune_recipe(tmp_path, model={"name": "resnet18", "options": {"width": 1.0}, "restore_bn_stats": False,
                                               "backbone_lr_scale": 0.1},
                              data={"val_fraction": 0.9})
     res = invoke("finetune", recipe, "--backbone", path, "--out", out)
@@ -175,3 +175,28 @@ def test_predict_writes_a_csv_that_matches_the_model(tmp_path):
 def test_pretrain_recipe_refused_by_finetune(tmp_path):
     res = invoke("finetune", tiny_recipe(tmp_path))
     assert res.exit_code == 2 and "is a pretraining recipe" in res.output
+
+
+def test_pretraining_on_the_embedded_set_transfers_to_real_digits(tmp_path):
+    """The point of the toolkit, small: the same fine-tune budget and seed, from the embedded-pretrained
+    backbone and from random initialisation; 359 training digits, 48 px. Measured: 0.64 vs 0.38."""
+    quiet = {"checkpoint_every_steps": 0, "log_every_steps": 1000, "plots": False, "tensorboard": False}
+    aug = {"train_resolution": 48, "eval_resolution": 48, "eval_resize": 48, "crop_area": [0.5, 1.0]}
+    off = {"mixup": {"alpha": 0.0}, "drop_block": {"keep_prob_start": 1.0, "keep_prob_end": 1.0}}
+    model = {"name": "assemble_resnet_tiny", "options": {}}
+    pre = tiny_recipe(tmp_path, "pre.yaml", model=model, augment=aug, regularization=off, output=quiet,
+                      data={"embedded": {"classes": 8, "train_per_class": 100, "val_per_class": 10,
+                                         "resolution": 48}},
+                      optim={"lr": 0.4, "batch_size": 32}, schedule={"epochs": 8, "warmup_epochs": 1})
+    assert invoke("pretrain", pre, "--out", tmp_path / "pre").exit_code == 0
+    best = {}
+    for name, backbone in (("pretrained", str(tmp_path / "pre")), ("random", None)):
+        ft = finetune_recipe(tmp_path, f"{name}.yaml", model={**model, "backbone": backbone}, augment=aug,
+                             regularization=off, output=quiet, data={"val_fraction": 0.8,
+                                                                     "embedded": {"resolution": 48}},
+                             schedule={"epochs": 4, "warmup_epochs": 1})
+        res = invoke("finetune", ft, "--out", tmp_path / name)
+        assert res.exit_code == 0, res.output
+        best[name] = json.loads((tmp_path / name / "run.json").read_text())["best"]
+    print(f"digits top-1: pretrained {best['pretrained']:.3f}, random init {best['random']:.3f}")
+    assert best["pretrained"] - best["random"] >= 0.05, best  # seeds 0, 1, 2 measured +0.27, +0.08, +0.14

@@ -35,6 +35,13 @@ from .optim import Schedules, bn_momentum_for, make_optimizer
 log = logging.getLogger("transfer")
 
 
+def seed_step(seed: int, device: torch.device) -> None:
+    """Seed the generators this step draws from (mixup on the CPU, DropBlock on the device)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
 class NonFiniteLoss(TransferError):
     """The loss became NaN or infinite."""
 
@@ -218,7 +225,7 @@ class Trainer:
             for batch in loader:
                 a = st.micro_batch % accum
                 if a == 0:
-                    torch.manual_seed(sample_seed(r.runtime.seed, st.step, d.rank))
+                    seed_step(sample_seed(r.runtime.seed, st.step, d.rank), dev)
                     values = schedules.apply(st.step, optimizer, self.model)
                     loss_sum.zero_()
                 st.micro_batch += 1
