@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from .sources import BadImage, Records
 
@@ -70,7 +70,9 @@ def collate(items: list) -> Batch:
     bad = [it for it in items if isinstance(it, BadSample)]
     if not good:
         return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), bad)
-    return Batch(torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good], dtype=torch.long),
+    # default_collate stacks straight into shared memory inside a worker, saving a copy per batch on its way
+    # to the main process.
+    return Batch(default_collate([g[0] for g in good]), torch.tensor([g[1] for g in good], dtype=torch.long),
                  torch.tensor([g[2] for g in good], dtype=torch.long), bad)
 
 

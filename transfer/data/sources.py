@@ -41,7 +41,7 @@ def decode_image(data: bytes | str | Path) -> Image.Image:
         raise BadImage(f"{type(e).__name__}: {e}") from None
     if img.mode not in _CONVERTIBLE_MODES:
         raise BadImage(f"unsupported image mode {img.mode}; convert it to RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")  # most photos are RGB already: no copy
 
 
 @dataclass
