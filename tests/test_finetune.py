@@ -172,6 +172,12 @@ def test_predict_writes_a_csv_that_matches_the_model(tmp_path):
     assert invoke("predict", tmp_path / "run", tmp_path / "nothing").exit_code == 2
 
 
+def test_class_count_mismatch_between_data_and_head(tmp_path):
+    res = invoke("finetune", finetune_recipe(tmp_path, model={"options": {"num_classes": 7}}))
+    assert res.exit_code == 2
+    assert "model.options.num_classes=7 but the data (digits) has 10 classes" in res.output
+
+
 def test_pretrain_recipe_refused_by_finetune(tmp_path):
     res = invoke("finetune", tiny_recipe(tmp_path))
     assert res.exit_code == 2 and "is a pretraining recipe" in res.output

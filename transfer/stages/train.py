@@ -116,6 +116,11 @@ def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, re
         torch.manual_seed(recipe.runtime.seed)  # the same initial weights on every process
         data = open_data(recipe)
         m = recipe.model
+        asked = m.options.get("num_classes")
+        if asked is not None and asked != len(data.classes):
+            where = recipe.data.path or recipe.data.source
+            raise ConfigError(f"model.options.num_classes={asked} but the data ({where}) has {len(data.classes)} "
+                              f"classes; remove the option: the classifier is sized from the data")
         options = {**m.options, "num_classes": len(data.classes)}
         model = create_model(m.name, weights=m.weights, **options)
         extra = {"class_names": data.classes}
