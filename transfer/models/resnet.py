@@ -171,17 +171,45 @@ def make_shortcut(in_ch: int, out_ch: int, stride: int, opts: BlockOptions) -> n
     return nn.Sequential(OrderedDict(mods))
 
 
-class Bottleneck(nn.Module):
+class ResidualBlock(nn.Module):
+    """What every block shares: output = ReLU(residual(x) + shortcut(x)); subclasses define the residual."""
+
+    last_bn: str  # the name of the residual branch's last BN (zero-gamma)
+
+    def __init__(self, last_relu: bool):
+        super().__init__()
+        self.last_relu = last_relu
+
+    @staticmethod
+    def make_shortcut(in_ch: int, out_ch: int, stride: int, opts: BlockOptions, projection: bool | None):
+        if projection is None:
+            projection = stride != 1 or in_ch != out_ch
+        return make_shortcut(in_ch, out_ch, stride, opts) if projection else nn.Identity()
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch alone (zero at initialisation with zero-gamma)."""
+        raise TypeError(f"{type(self).__name__} must define residual()")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.residual(x)
+        y += self.shortcut(x)  # in place, as torchvision: one fewer full-size allocation per block
+        return F.relu(y, inplace=True) if self.last_relu else y
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(getattr(self, self.last_bn).weight)
+
+
+class Bottleneck(ResidualBlock):
     """ResNet v1.5 bottleneck (stride in the 3x3), with the paper's optional parts."""
 
     expansion = 4
+    last_bn = "bn3"
 
     def __init__(self, in_ch: int, width: int, stride: int, opts: BlockOptions, *,
                  projection: bool | None = None, last_relu: bool = True):
-        super().__init__()
+        super().__init__(last_relu)
         out_ch = width * self.expansion
         self.stride = stride
-        self.last_relu = last_relu
         self.conv1 = nn.Conv2d(in_ch, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width, **opts.bn)
         self.drop1 = opts.drop()
@@ -198,9 +226,7 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(out_ch, **opts.bn)
         self.drop3 = opts.drop()
         self.se = SqueezeExcite(out_ch, opts.se_reduction) if opts.se else nn.Identity()
-        if projection is None:
-            projection = stride != 1 or in_ch != out_ch
-        self.shortcut = make_shortcut(in_ch, out_ch, stride, opts) if projection else nn.Identity()
+        self.shortcut = self.make_shortcut(in_ch, out_ch, stride, opts, projection)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The residual branch alone (zero at initialisation with zero-gamma)."""
@@ -209,25 +235,17 @@ class Bottleneck(nn.Module):
         y = self.blur(self.drop2(y))
         return self.se(self.drop3(self.bn3(self.conv3(y))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.residual(x)
-        y += self.shortcut(x)  # in place, as torchvision: one fewer full-size allocation per block
-        return F.relu(y, inplace=True) if self.last_relu else y
 
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn3.weight)
-
-
-class BasicBlock(nn.Module):
+class BasicBlock(ResidualBlock):
     """Two 3x3 convs (ResNet-18/34); the first one takes the stride, or the SK conv when enabled."""
 
     expansion = 1
+    last_bn = "bn2"
 
     def __init__(self, in_ch: int, width: int, stride: int, opts: BlockOptions, *,
                  projection: bool | None = None, last_relu: bool = True):
-        super().__init__()
+        super().__init__(last_relu)
         out_ch = width
-        self.last_relu = last_relu
         conv_stride = 1 if opts.anti_alias else stride
         if opts.selective_kernel:
             self.sk = SelectiveKernel(in_ch, width, conv_stride, kind=opts.selective_kernel,
@@ -241,22 +259,12 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_ch, **opts.bn)
         self.drop2 = opts.drop()
         self.se = SqueezeExcite(out_ch, opts.se_reduction) if opts.se else nn.Identity()
-        if projection is None:
-            projection = stride != 1 or in_ch != out_ch
-        self.shortcut = make_shortcut(in_ch, out_ch, stride, opts) if projection else nn.Identity()
+        self.shortcut = self.make_shortcut(in_ch, out_ch, stride, opts, projection)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         y = self.sk(x) if hasattr(self, "sk") else F.relu(self.bn1(self.conv1(x)), inplace=True)
         y = self.blur(self.drop1(y))
         return self.se(self.drop2(self.bn2(self.conv2(y))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.residual(x)
-        y += self.shortcut(x)  # in place, as torchvision: one fewer full-size allocation per block
-        return F.relu(y, inplace=True) if self.last_relu else y
-
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn2.weight)
 
 
 class Stem(nn.Module):
@@ -396,7 +404,7 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
         if self.config.zero_gamma:
             for m in self.modules():
-                if isinstance(m, Bottleneck | BasicBlock):
+                if isinstance(m, ResidualBlock):
                     m.zero_init_last()
 
     def reset_classifier(self, num_classes: int) -> None:
