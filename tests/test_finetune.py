@@ -206,3 +206,16 @@ def test_pretraining_on_the_embedded_set_transfers_to_real_digits(tmp_path):
         best[name] = json.loads((tmp_path / name / "run.json").read_text())["best"]
     print(f"digits top-1: pretrained {best['pretrained']:.3f}, random init {best['random']:.3f}")
     assert best["pretrained"] - best["random"] >= 0.05, best  # seeds 0, 1, 2 measured +0.27, +0.08, +0.14
+
+
+def test_empty_class_is_one_line(tmp_path):
+    from transfer.recipe import Recipe
+    from transfer.stages.train import open_data
+
+    make_images(tmp_path / "d" / "train", {"a": (200, 0, 0)}, 3)
+    (tmp_path / "d" / "train" / "empty").mkdir()
+    make_images(tmp_path / "d" / "validation", {"a": (200, 0, 0)}, 1)
+    recipe = Recipe()
+    recipe.data = DataSection(source="folder", path=str(tmp_path / "d"))
+    with pytest.raises(DataError, match="classes without training images: empty; remove them or add images"):
+        open_data(recipe)
