@@ -55,14 +55,27 @@ def test_benchmark_table_with_torchvision_reference_and_bf16():
 @pytest.mark.parametrize("args,expected", [
     (["benchmark", "resnet5"], "error: unknown model 'resnet5' (did you mean: resnet50"),
     (["benchmark", "torchvision:resnet5"], "error: unknown torchvision model 'resnet5'"),
-    (["benchmark", "resnet_tiny", "--device", "cuda:0"] if not __import__("torch").cuda.is_available() else
-     ["benchmark", "resnet_tiny", "--batch-size", "0"], "error: "),
+    (["benchmark", "resnet_tiny", "--batch-size", "0"], "error: batch size >= 1"),
+    (["models", "--format", "json", "--bogus"], "Usage:"),
 ])
 def test_user_errors_are_one_line_with_exit_status_2(args, expected):
     res = run(*args)
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
+    if expected == "Usage:":  # click's own usage errors: status 2 too
+        assert lines[0].startswith("Usage:") and "No such option '--bogus'" in res.output
+        return
     assert len(lines) == 1 and lines[0].startswith(expected), res.output
+
+
+def test_cuda_asked_for_without_cuda_is_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = run("benchmark", "resnet_tiny", "--device", "cuda:0")
+    assert res.exit_code == 2 and res.output.strip() == (
+        "error: device 'cuda:0' asked for, but CUDA is not available here; use --device cpu")
 
 
 def test_debug_shows_the_exception():

@@ -34,9 +34,9 @@ def finetune_recipe(tmp_path, name="ft.yaml", **sections):
             "regularization": {"mixup": {"alpha": 0.0}, "drop_block": {"keep_prob_start": 0.9, "keep_prob_end": 0.7}},
             "optim": {"lr": 0.2, "batch_size": 32, "bn_momentum_rule": True}, "schedule": {"epochs": 1},
             "output": {"checkpoint_every_steps": 0, "log_every_steps": 50}}
-    from transfer.recipe import _merge
+    from transfer.recipe import merge_dicts
 
-    return tiny_recipe(tmp_path, name, **_merge(base, sections))
+    return tiny_recipe(tmp_path, name, **merge_dicts(base, sections))
 
 
 def test_latest_backbone_missing_is_one_line(tmp_path):

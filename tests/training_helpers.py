@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from transfer.recipe import _merge
+from transfer.recipe import merge_dicts
 
 TINY = {
     "stage": "pretrain",
@@ -26,7 +26,7 @@ TINY = {
 
 def tiny_recipe(tmp_path: Path, name: str = "tiny.yaml", **sections) -> Path:
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(_merge(TINY, sections)))
+    path.write_text(yaml.safe_dump(merge_dicts(TINY, sections)))
     return path
 
 

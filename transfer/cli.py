@@ -137,7 +137,7 @@ def training_options(fn):
 
 
 def _recipe_overrides(data_path, epochs, batch_size, device, sets) -> dict:
-    from .recipe import _merge, parse_set
+    from .recipe import merge_dicts, parse_set
 
     flags = {}
     if data_path is not None:
@@ -148,7 +148,7 @@ def _recipe_overrides(data_path, epochs, batch_size, device, sets) -> dict:
         flags["optim"] = {"batch_size": batch_size}
     if device is not None:
         flags["runtime"] = {"device": device}
-    return _merge(flags, parse_set(sets))
+    return merge_dicts(flags, parse_set(sets))
 
 
 def _load_for_training(recipe_arg, default: str, out, resume, overrides):
@@ -199,12 +199,12 @@ def finetune(recipe, backbone, out, resume, data_path, epochs, batch_size, devic
     The classifier is replaced for the dataset's classes; after training, RUN/report/ holds per-class
     accuracy, the confusion matrix, the most-confused pairs and the predictions.
     """
-    from .recipe import _merge
+    from .recipe import merge_dicts
     from .stages.train import run_training
 
     overrides = _recipe_overrides(data_path, epochs, batch_size, device, sets)
     if backbone is not None:
-        overrides = _merge(overrides, {"model": {"backbone": backbone}})
+        overrides = merge_dicts(overrides, {"model": {"backbone": backbone}})
     r, name = _load_for_training(recipe, "demo/finetune.yaml", out, resume, overrides)
     if r.stage == "pretrain":
         raise TransferError(f"recipe {name} is a pretraining recipe (stage: pretrain); run it with "

@@ -246,10 +246,10 @@ def _build(cls, data, where: str):
     return cls(**kwargs)
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_dicts(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -268,7 +268,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"recipe {path}: expected a mapping of sections at the top level")
     base = data.pop("base", None)
     if base is not None:
-        data = _merge(_read_yaml(path.parent / base, (*seen, path.resolve())), data)
+        data = merge_dicts(_read_yaml(path.parent / base, (*seen, path.resolve())), data)
     return data
 
 
@@ -296,7 +296,7 @@ def load_recipe(path: str | Path | None = None, overrides: dict | None = None, *
     """Read, merge `base` files, apply overrides, validate. Errors name the file and the key path."""
     data = _read_yaml(Path(path)) if path is not None else {}
     if overrides:
-        data = _merge(data, overrides)
+        data = merge_dicts(data, overrides)
     name = source or (str(path) if path is not None else "recipe")
     return _build(Recipe, data, f"{name}:")
 
