@@ -139,16 +139,28 @@ class DropBlock(nn.Module):
         super().__init__()
         self.block_size = block_size
         self.gamma_scale = gamma_scale
-        self.keep_prob = keep_prob
         self.shared_mask = shared_mask
+        # A tensor, not a float: torch.compile guards on a float attribute (recompiling as the schedule moves,
+        # or at least when it leaves 1.0); a buffer is a graph input instead. Not saved: it is schedule state.
+        self.register_buffer("_keep_prob", torch.tensor(float(keep_prob)), persistent=False)
+
+    @property
+    def keep_prob(self) -> float:
+        return float(self._keep_prob)
+
+    @keep_prob.setter
+    def keep_prob(self, value: float) -> None:
+        self._keep_prob.fill_(value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.keep_prob >= 1.0:
+        if not self.training:
             return x
+        if not torch.compiler.is_compiling() and self.keep_prob >= 1.0:
+            return x  # eager shortcut; compiled graphs compute the (all-ones) mask instead of branching
         n, c, h, w = x.shape
         b = min(self.block_size, h, w)
         valid_h, valid_w = h - b + 1, w - b + 1
-        gamma = (1.0 - self.keep_prob) * h * w / (b * b * valid_h * valid_w) * self.gamma_scale
+        gamma = (1.0 - self._keep_prob) * (h * w / (b * b * valid_h * valid_w) * self.gamma_scale)
         shape = (1 if self.shared_mask else n, c, valid_h, valid_w)
         seeds = (torch.rand(shape, device=x.device) < gamma).to(x.dtype)
         # Seeds sit on the valid region: pad so each seed is the centre of a block fully inside the map.
