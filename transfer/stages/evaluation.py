@@ -9,6 +9,7 @@ import numpy as np
 from ..data.loader import TransformedDataset, eval_loader
 from ..data.sources import open_split
 from ..data.transforms import eval_transform, from_spec
+from ..errors import ConfigError
 from ..eval.classify import evaluate
 from ..eval.throughput import resolve_device
 from ..models.weights import atomic_write_bytes, load_model
@@ -20,8 +21,6 @@ def data_section(data_path: str | None, run_recipe: Recipe | None) -> DataSectio
     """--data PATH as a data section (its kind told from what is there), else the run's own data."""
     if data_path is None:
         if run_recipe is None:
-            from ..errors import ConfigError
-
             raise ConfigError("a weights file needs --data PATH (a data_prep folder, an image folder or 'embedded')")
         return run_recipe.data
     base = run_recipe.data if run_recipe is not None else DataSection()
@@ -47,8 +46,6 @@ def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, sp
     split = split or data.val_split
     records = open_split(data, split, model.weights_metadata.get("class_names"))
     if model.num_classes and len(records.classes) != model.num_classes:
-        from ..errors import ConfigError
-
         raise ConfigError(f"{weights} predicts {model.num_classes} classes but {data.path or data.source} split "
                           f"{split!r} has {len(records.classes)}")
     dev = resolve_device(device)
