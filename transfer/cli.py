@@ -252,6 +252,74 @@ def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save
                  [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in shown.items()])
 
 
+@cli.command()
+@click.argument("run", required=False)
+@click.option("--eval", "metrics", default=None,
+              help="Comma list of metrics: recall@K (any K), precision@K, map@r (default: the run's recipe, "
+              "recall@1,2,4,8 and map@r).")
+@click.option("--embeddings", "embeddings_file", type=click.Path(dir_okay=False),
+              help="Score a saved .npz (arrays embeddings n x d float32, labels n int) instead of a run: "
+              "query = gallery, leave-one-out.")
+@click.option("--query", "queries", multiple=True,
+              help="Search the run's saved gallery with this image (or folder; repeatable) and print the top-k.")
+@click.option("--topk", default=5, show_default=True, help="Neighbours printed per --query image.")
+@click.option("--data", "data_path", help="Dataset to embed: a data_prep folder, an image folder, a CSV "
+              "(path,label,split,is_query,is_gallery) or 'digits' (default: the run's own test split).")
+@click.option("--split", default=None, help="Split to embed (default: the recipe's validation split).")
+@click.option("--backend", type=click.Choice(["auto", "faiss-gpu", "faiss-cpu", "torch"]), default="auto",
+              show_default=True, help="Nearest-neighbour search backend (auto: FAISS GPU, else torch on a GPU, "
+              "else FAISS CPU).")
+@click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf"]), default="flat",
+              show_default=True, help="flat = exact search; hnsw / ivf = approximate FAISS indexes for very "
+              "large galleries (reported as approximate).")
+@click.option("--batch-size", default=64, show_default=True, help="Images per embedding batch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", default=2, show_default=True, help="Data-loading worker processes.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Where to write metrics.json, embeddings.npz, index.faiss and grid.png (default: RUN/retrieval).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json prints one JSON object: {metric: value} (or the --query results).")
+def retrieve(run, metrics, embeddings_file, queries, topk, data_path, split, backend, index_kind, batch_size,
+             device, workers, out_dir, fmt) -> None:
+    """Embed a retrieval run's test split, search it, and report Recall@K / Precision@K / MAP@R.
+
+    RUN is a retrieval run directory or a weights file with --data (default: the latest retrieval run).
+    Queries never retrieve themselves (left out by index); queries without another item of their class in
+    the gallery are excluded. Writes metrics, embeddings (with ids and labels), the FAISS index and a PNG
+    grid of queries with their nearest neighbours.
+    """
+    from .stages import retrieval as rt
+
+    if embeddings_file and queries:
+        raise TransferError("--embeddings and --query do not go together: --query searches a run's gallery")
+    if queries:
+        found = rt.search_images(run, queries, topk=topk, backend=backend, batch_size=batch_size, device=device)
+        if fmt == "json":
+            click.echo(json.dumps(found))
+            return
+        for item in found:
+            _print_table(f"query {item['query']}", ["rank", "id", "label", "score"],
+                         [[str(h["rank"]), h["id"], h["label"], f"{h['score']:.4f}"] for h in item["neighbours"]])
+        return
+    if embeddings_file:
+        scores = rt.evaluate_file(embeddings_file, metrics or "recall@1,recall@2,recall@4,recall@8,map@r",
+                                  backend=backend, index=index_kind, device=None if device == "auto" else device)
+    else:
+        scores = rt.evaluate_run(run, metrics, data_path=data_path, split=split, backend=backend, index=index_kind,
+                                 batch_size=batch_size, device=device, workers=workers, out=out_dir)
+    names = [m.name for m in rt.parse_metrics(metrics or [k for k in scores if "@" in k])]
+    if fmt == "json":
+        click.echo(json.dumps({n: scores[n] for n in names}))
+        return
+    caption = (f"{scores['queries']} queries ({scores['lone_queries']} lone ones excluded), gallery "
+               f"{scores['gallery']}, backend {scores['backend']}{'' if scores['exact'] else ' (APPROXIMATE)'}; "
+               f"{scores['definition']}")
+    if "written" in scores:
+        caption += f"; written to {scores['written']}"
+    _print_table(f"retrieve {embeddings_file or run or 'latest retrieval run'}", ["metric", "value"],
+                 [[n, f"{scores[n]:.4f}"] for n in names], caption=caption)
+
+
 def main() -> None:
     cli(prog_name="transfer")
 

@@ -52,6 +52,8 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 
 def faiss_module():
+    # faiss's loader announces at INFO which CPU build it tried; that is noise in a progress log
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         import faiss
     except ImportError:
