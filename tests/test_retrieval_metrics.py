@@ -107,7 +107,7 @@ def test_map_at_r_refuses_too_few_neighbours():
 def test_parse_metrics_errors_name_the_metric():
     assert [m.name for m in parse_metrics("Recall@1, r@10,map@r,precision@5")] == \
         ["recall@1", "recall@10", "map@r", "precision@5"]
-    with pytest.raises(MetricError, match="unknown metric 'recal@1'.*did you mean"):
+    with pytest.raises(MetricError, match=r"unknown metric 'recal@1'.*did you mean"):
         parse_metrics("recal@1")
     with pytest.raises(MetricError, match="recall@0"):
         parse_metrics("recall@0")
@@ -127,7 +127,7 @@ def _assert_same_up_to_ties(result, order, emb, self_index, k):
 @pytest.mark.parametrize("backend", ["torch", "faiss-cpu"])
 def test_backends_match_exhaustive_search(backend):
     rng = np.random.default_rng(4)
-    emb, labels = tied_embeddings(rng, n=150)
+    emb, _ = tied_embeddings(rng, n=150)
     self_index = np.arange(len(emb))
     order = brute_neighbours(emb, emb, self_index)
     k = 12
@@ -170,7 +170,7 @@ def test_search_errors():
     emb = np.ones((2, 4), np.float32)
     with pytest.raises(idx.SearchError, match="gallery is empty"):
         idx.search(emb, np.zeros((0, 4), np.float32), 1)
-    with pytest.raises(idx.SearchError, match="unknown backend 'fais-cpu'.*did you mean"):
+    with pytest.raises(idx.SearchError, match=r"unknown backend 'fais-cpu'.*did you mean"):
         idx.search(emb, emb, 1, backend="fais-cpu")
     if idx.faiss_gpus() == 0:
         with pytest.raises(idx.SearchError, match="no GPU support"):

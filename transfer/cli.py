@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -311,13 +312,16 @@ def retrieve(run, metrics, embeddings_file, queries, topk, data_path, split, bac
     if fmt == "json":
         click.echo(json.dumps({n: scores[n] for n in names}))
         return
-    caption = (f"{scores['queries']} queries ({scores['lone_queries']} lone ones excluded), gallery "
-               f"{scores['gallery']}, backend {scores['backend']}{'' if scores['exact'] else ' (APPROXIMATE)'}; "
-               f"{scores['definition']}")
-    if "written" in scores:
-        caption += f"; written to {scores['written']}"
     _print_table(f"retrieve {embeddings_file or run or 'latest retrieval run'}", ["metric", "value"],
-                 [[n, f"{scores[n]:.4f}"] for n in names], caption=caption)
+                 [[n, f"{scores[n]:.4f}"] for n in names])
+    click.echo(f"{scores['queries']} queries ({scores['lone_queries']} without another item of their class, "
+               f"excluded), gallery {scores['gallery']}, backend {scores['backend']}"
+               f"{'' if scores['exact'] else ' (APPROXIMATE search)'}")
+    click.echo(f"definition: {scores['definition']}")
+    if "note" in scores:
+        click.echo(f"note: {scores['note']}")
+    if "written" in scores:
+        click.echo(f"written to {scores['written']}: {', '.join(Path(f).name for f in scores['files'].values())}")
 
 
 def main() -> None:

@@ -218,8 +218,8 @@ class Trainer:
             summary["best_epoch"] = self.state.best_epoch
         if d.is_main:
             summary["run"] = str(self.run.path)
-            self.run.update_info(status=status, best=self.state.best, best_metric=self.select, best_epoch=self.state.best_epoch,
-                                 steps=self.state.step, epochs_done=self.state.epoch)
+            self.run.update_info(status=status, best=self.state.best, best_metric=self.select,
+                                 best_epoch=self.state.best_epoch, steps=self.state.step, epochs_done=self.state.epoch)
             observer.close(summary, plots=r.output.plots)
         return summary
 

@@ -160,7 +160,7 @@ def _approximate(queries, gallery, k, kind: str):
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         index.hnsw.efSearch = max(128, 2 * k)
-        note = "HNSW M=32, efSearch=%d" % index.hnsw.efSearch
+        note = f"HNSW M=32, efSearch={index.hnsw.efSearch}"
     else:
         nlist = max(1, min(len(gallery) // 39, int(4 * math.sqrt(len(gallery)))))
         quantizer = faiss.IndexFlatIP(d)
