@@ -228,6 +228,65 @@ def predict(weights_or_run, images, topk, out_file, batch_size, device) -> None:
     click.echo(f"wrote {n} predictions to {out_file}")
 
 
+def robustness_options(fn):
+    """`evaluate --robustness` and the flags that shape it (None: not given)."""
+    opts = [
+        click.option("--robustness", is_flag=True, help="Evaluate under corruptions: top-1, mCE, images/s."),
+        click.option("--corruptions", help="15 (ImageNet-C, default), 19 (+ speckle_noise, gaussian_blur, spatter, "
+                     "saturate, as the paper) or comma-separated corruption names."),
+        click.option("--severities", help="Severities to pool, e.g. 3 or 1,2,3,4,5 (default: all five)."),
+        click.option("--perturbations", is_flag=True, default=None,
+                     help="Also flip probabilities on perturbation sequences (noise, blur, brightness, translation) "
+                     "and their mean, mFR (unnormalised: no AlexNet flip rates are bundled)."),
+        click.option("--limit", type=int, help="Evaluate on this many images, spread evenly over the split."),
+        click.option("--seed", type=int, help="Seed of the corruptions and perturbations (default 0)."),
+        click.option("--imagenet/--not-imagenet", default=None,
+                     help="Normalise mCE by AlexNet's errors (default: when the data has 1000 classes)."),
+        click.option("--cache", type=click.Path(file_okay=False),
+                     help="Keep corrupted images here as JPEG (quality 85) and reuse them next time."),
+        click.option("--out", type=click.Path(file_okay=False),
+                     help="Folder for robustness.json and the chart (default: RUN/robustness, or beside WEIGHTS)."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _evaluate_robustness(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt,
+                         robustness, corruptions, severities, perturbations, limit, seed, imagenet, cache, out):
+    from .eval.robustness import ALEXNET_ERRORS
+    from .stages.robustness import evaluate_robustness
+
+    if not robustness:
+        raise TransferError("--corruptions, --severities, --perturbations, --limit, --seed, --imagenet, --cache and "
+                            "--out shape a robustness evaluation: add --robustness")
+    if save_logits:
+        raise TransferError("--save-logits is for the clean evaluation; run it without --robustness")
+    r = evaluate_robustness(weights_or_run, data_path=data_path, split=split, corruptions=corruptions or "15",
+                            severities=severities or "1,2,3,4,5", perturbations=bool(perturbations), limit=limit,
+                            seed=seed or 0, imagenet=imagenet, batch_size=batch_size, device=device, workers=workers,
+                            cache=cache, out=out)
+    if fmt == "json":
+        keys = ["top1", "mce", "mce_unnormalized", "images_per_second", "corruptions"]
+        keys += [k for k in ("mfr_unnormalized", "flip_probabilities") if k in r]
+        click.echo(json.dumps({k: r[k] for k in keys} | {"corruption_set": r["corruption_set"]}))
+        return
+    click.echo(f"corruptions: {r['corruption_set']} ({len(r['corruptions'])}), severities "
+               f"{','.join(map(str, r['severities']))}, {r['images']} images")
+    rows = [[name, f"{err:.4f}"] + ([f"{err / ALEXNET_ERRORS[name]:.4f}"] if r["mce"] is not None else [])
+            for name, err in r["corruptions"].items()]
+    _print_table(f"robustness of {weights_or_run}", ["corruption", "error"] + (["CE (/AlexNet)"] if r["mce"]
+                 is not None else []), rows)
+    summary = [["top-1 (clean)", f"{r['top1']:.4f}"],
+               ["mCE (AlexNet-normalised)", "-" if r["mce"] is None else f"{r['mce']:.4f}"],
+               ["mCE (unnormalised)", f"{r['mce_unnormalized']:.4f}"],
+               ["images/s", f"{r['images_per_second']:.1f}"]]
+    if "mfr_unnormalized" in r:
+        summary += [[f"flip probability {k}", f"{v:.4f}"] for k, v in r["flip_probabilities"].items()]
+        summary.append(["mFR (unnormalised)", f"{r['mfr_unnormalized']:.4f}"])
+    _print_table("summary", ["metric", "value"], summary, caption=f"chart: {r['chart']}")
+
+
 @cli.command()
 @click.argument("weights_or_run")
 @click.option("--data", "data_path", help="Dataset: a data_prep folder, an image folder, or 'embedded' "
@@ -239,8 +298,18 @@ def predict(weights_or_run, images, topk, out_file, batch_size, device) -> None:
 @click.option("--save-logits", type=click.Path(dir_okay=False),
               help="Also write the logits as a .npy file, one row per image (teacher logits for distillation).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt) -> None:
-    """Top-1 / top-5 accuracy of a weights file or a run directory (its best weights)."""
+@robustness_options
+def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt, **robust) -> None:
+    """Top-1 / top-5 accuracy of a weights file or a run directory (its best weights).
+
+    With --robustness: clean top-1, mCE over ImageNet-C corruptions (pooled over severities; normalised by
+    AlexNet's errors when the data has ImageNet's 1000 classes, unnormalised always) and images/s, plus flip
+    probabilities and unnormalised mFR with --perturbations. Writes robustness.json and corruption_errors.png
+    into RUN/robustness (or --out).
+    """
+    if robust["robustness"] or any(v is not None and v is not False for k, v in robust.items() if k != "robustness"):
+        return _evaluate_robustness(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt,
+                                    **robust)
     from .stages.evaluation import evaluate_classifier
 
     result = evaluate_classifier(weights_or_run, data_path=data_path, split=split, batch_size=batch_size,

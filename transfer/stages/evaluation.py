@@ -43,9 +43,8 @@ def data_section(data_path: str | None, run_recipe: Recipe | None) -> DataSectio
                        val_fraction=base.val_fraction, split_seed=base.split_seed, split_by=base.split_by)
 
 
-def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, split: str | None = None,
-                        batch_size: int = 64, device: str = "auto", workers: int = 2,
-                        save_logits: str | None = None) -> dict:
+def open_for_evaluation(weights_or_run: str, data_path: str | None, split: str | None):
+    """(weights file, model, records, split): the model and the data it is evaluated on, checked to fit."""
     weights = resolve_weights(weights_or_run)
     run_recipe = None
     if Path(weights_or_run).is_dir() and RunDir(Path(weights_or_run)).recipe.is_file():
@@ -57,6 +56,13 @@ def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, sp
     if model.num_classes and len(records.classes) != model.num_classes:
         raise ConfigError(f"{weights} predicts {model.num_classes} classes but {data.path or data.source} split "
                           f"{split!r} has {len(records.classes)}")
+    return weights, model, records, split
+
+
+def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, split: str | None = None,
+                        batch_size: int = 64, device: str = "auto", workers: int = 2,
+                        save_logits: str | None = None) -> dict:
+    weights, model, records, split = open_for_evaluation(weights_or_run, data_path, split)
     dev = resolve_device(device)
     model.to(dev)
     dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
