@@ -205,7 +205,7 @@ def test_separate_query_and_gallery_from_a_csv_table(run, tmp_path):
 
 # ---------------------------------------------------------------------------------------- errors
 def test_one_line_errors(run, tmp_path):
-    tmp, path, _ = run
+    _, path, _ = run
     bad = tmp_path / "bad.npz"
     np.savez(bad, vectors=np.zeros((3, 2), np.float32))
     text = tmp_path / "notimage.png"
@@ -241,7 +241,7 @@ def test_recipe_checks(tmp_path):
     from transfer.stages.retrieval import check_recipe
 
     r = load_recipe(tiny_recipe(tmp_path, **RETRIEVAL), {"retrieval": {"select": "recall@8"}})
-    with pytest.raises(ConfigError, match="retrieval.select='recall@8' is not among"):
+    with pytest.raises(ConfigError, match=r"retrieval\.select='recall@8' is not among"):
         check_recipe(r)
     r = load_recipe(tiny_recipe(tmp_path, **RETRIEVAL), {"regularization": {"mixup": {"alpha": 0.2}}})
     with pytest.raises(ConfigError, match="arcface"):
