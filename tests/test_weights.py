@@ -8,7 +8,7 @@ import torch
 
 from transfer import create_model
 from transfer.errors import WeightsError
-from transfer.models.weights import load_model, read_metadata, save_weights, sidecar_path
+from transfer.models.weights import load_model, load_weights, read_metadata, save_weights, sidecar_path
 
 from .conftest import randomize_bn
 
@@ -51,12 +51,31 @@ def test_other_class_count_loads_backbone_and_reinitialises_head(saved, caplog):
     model, path = saved
     with caplog.at_level(logging.WARNING, logger="transfer"):
         other = create_model("assemble_resnet_tiny", num_classes=5, embedding_dim=16, pool="gem", weights=path)
-    assert "10-class classifier" in caplog.text and "re-initialised" in caplog.text
+    assert "classifier does not fit the model (10 classes in the file)" in caplog.text and "re-initialised" in \
+        caplog.text
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(other.eval().pool_features(x), model.eval().pool_features(x))
     assert other.fc.weight.shape == (5, 16)
     assert not torch.equal(other.fc.weight[:5], model.fc.weight[:5])
+
+
+def test_retrieval_model_from_a_classification_backbone(tmp_path, caplog):
+    """A pretrained classifier (no embedding layer, linear head) into a retrieval model (a new embedding layer
+    and a cosine head): the backbone loads, both new layers stay fresh."""
+    backbone = create_model("assemble_resnet_tiny", num_classes=7)
+    path = tmp_path / "b.safetensors"
+    save_weights(backbone, path)
+    fresh = create_model("assemble_resnet_tiny", num_classes=3, embedding_dim=24, head="cosine")
+    before = {k: v.clone() for k, v in fresh.state_dict().items() if k.startswith(("fc.", "embedding."))}
+    with caplog.at_level(logging.WARNING, logger="transfer"):
+        load_weights(fresh, path)
+    assert "classifier does not fit" in caplog.text
+    for k, v in fresh.state_dict().items():
+        if k in before:
+            assert torch.equal(v, before[k]), k
+        elif not k.startswith(("fc.", "embedding.")):
+            assert torch.equal(v, backbone.state_dict()[k]), k
 
 
 def test_bn_statistics_can_be_left_unrestored(saved):

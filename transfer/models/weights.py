@@ -24,7 +24,15 @@ from ..errors import WeightsError
 log = logging.getLogger("transfer")
 
 SIDECAR_FORMAT = "transfer.weights/1"
-_HEAD_KEYS = ("fc.weight", "fc.bias")
+# Layers a fine-tuning model adds on top of a backbone: they load only when the file has the very same layer.
+_NEW_LAYERS = (("fc.", "classifier"), ("embedding.", "embedding layer"))
+
+
+def _describe(state: dict, keys: set[str], prefix: str) -> str:
+    weight = state.get(f"{prefix}weight", state.get(f"{prefix}0.weight"))
+    if prefix == "fc." and weight is not None:
+        return f"{weight.shape[0]} classes in the file"
+    return f"{weight.shape[0]}-d in the file" if weight is not None else f"{len(keys)} tensors in the file"
 _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -162,15 +170,18 @@ def load_weights(model: nn.Module, path: str | Path, *, restore_bn_stats: bool =
     if is_torchvision_layout(state):
         state = from_torchvision(state)
     own = model.state_dict()
-    head_in_file = {k: state[k] for k in _HEAD_KEYS if k in state}
-    if head_in_file and any(k not in own or own[k].shape != v.shape for k, v in head_in_file.items()):
-        file_classes = head_in_file.get("fc.weight", head_in_file.get("fc.bias")).shape[0]
-        log.warning("%s has a %d-class classifier, the model has %d classes: loaded the backbone and "
-                    "re-initialised the classifier", Path(path).name, file_classes, model.num_classes)
-        for k in _HEAD_KEYS:
-            state.pop(k, None)
-        if model.num_classes:
-            state.update({k: own[k] for k in _HEAD_KEYS})
+    for prefix, what in _NEW_LAYERS:
+        theirs = {k for k in state if k.startswith(prefix)}
+        mine = {k for k in own if k.startswith(prefix)}
+        if theirs == mine and all(state[k].shape == own[k].shape for k in mine):
+            continue  # the same layer: load it
+        # another classifier (class count, cosine vs linear) or another embedding: keep the model's fresh one
+        if theirs:
+            log.warning("%s: its %s does not fit the model (%s): loaded the rest and re-initialised it",
+                        Path(path).name, what, _describe(state, theirs, prefix))
+        for k in theirs:
+            state.pop(k)
+        state.update({k: own[k] for k in mine})
     if not restore_bn_stats:
         state = {k: v for k, v in state.items() if not k.endswith(_BN_STATS)}
         state.update({k: v for k, v in own.items() if k.endswith(_BN_STATS)})
