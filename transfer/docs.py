@@ -99,7 +99,7 @@ def documented_options(text: str) -> dict[str, str]:
         if line.startswith("## "):
             in_options = line.strip() == "## Options"
         elif in_options and line.startswith("|") and not re.match(r"\|\s*(option|-+)\s*\|", line):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # not at \|
             for name in re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", cells[0]):
                 found[name] = cells[1] if len(cells) > 1 else ""
     return found
