@@ -142,6 +142,7 @@ def test_code_blocks_run(path, tmp_path, monkeypatch, built_runs, shared_cache):
             continue
         for spec in block.marker("fixture"):
             name, dest = spec.split()
+            assert name in FIXTURES, f"{block.where()}: unknown fixture {name!r} (one of {', '.join(FIXTURES)})"
             FIXTURES[name](work / dest, built_runs)
         for command in block.commands():
             if command.program == "transfer":
