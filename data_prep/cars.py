@@ -23,7 +23,10 @@ from .common import PrepError, progress_bar, require, run_main, write_split
 def read_annotations(path: Path) -> list[dict]:
     from scipy.io import loadmat
 
-    annos = np.atleast_1d(loadmat(str(path), squeeze_me=True)["annotations"])
+    loaded = loadmat(str(path), squeeze_me=True)
+    if "annotations" not in loaded:
+        raise PrepError(f"{path.name} has no annotations; is it the devkit's annotation file?")
+    annos = np.atleast_1d(loaded["annotations"])
     fields = annos.dtype.names or ()
     if "class" not in fields or "fname" not in fields:
         raise PrepError(f"{path.name} has no class/fname annotations; is it the labelled annotation file?")
@@ -44,14 +47,25 @@ def cropper(annos: dict[str, dict]):
     return crop
 
 
-def convert(raw: Path, out: Path, *, progress: bool = True, crop_bbox: bool = False) -> Path:
+def class_names(raw: Path) -> list[str]:
     from scipy.io import loadmat
 
     meta = loadmat(str(require(raw, "devkit/cars_meta.mat")), squeeze_me=True)
-    names = [str(n) for n in np.atleast_1d(meta["class_names"])]
-    files = {"train": (require(raw, "devkit/cars_train_annos.mat"), "cars_train"),
-             "test": (require(raw, "cars_test_annos_withlabels.mat", "devkit/cars_test_annos_withlabels.mat"),
-                      "cars_test")}
+    if "class_names" not in meta:
+        raise PrepError("cars_meta.mat has no class_names; is it the devkit's cars_meta.mat?")
+    return [str(n) for n in np.atleast_1d(meta["class_names"])]
+
+
+def annotation_files(raw: Path) -> dict[str, tuple[Path, str]]:
+    """Per official split: its labelled annotation file and the image folder it refers to."""
+    return {"train": (require(raw, "devkit/cars_train_annos.mat"), "cars_train"),
+            "test": (require(raw, "cars_test_annos_withlabels.mat", "devkit/cars_test_annos_withlabels.mat"),
+                     "cars_test")}
+
+
+def convert(raw: Path, out: Path, *, progress: bool = True, crop_bbox: bool = False) -> Path:
+    names = class_names(raw)
+    files = annotation_files(raw)
     writer = DatasetWriter(out, "cars", names, cropped_to_bbox=crop_bbox)
     splits = {}
     with progress_bar(progress) as bar:

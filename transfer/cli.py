@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -231,6 +232,65 @@ def predict(weights_or_run, images, topk, out_file, batch_size, device) -> None:
     click.echo(f"wrote {n} predictions to {out_file}")
 
 
+def robustness_options(fn):
+    """`evaluate --robustness` and the flags that shape it (None: not given)."""
+    opts = [
+        click.option("--robustness", is_flag=True, help="Evaluate under corruptions: top-1, mCE, images/s."),
+        click.option("--corruptions", help="15 (ImageNet-C, default), 19 (+ speckle_noise, gaussian_blur, spatter, "
+                     "saturate, as the paper) or comma-separated corruption names."),
+        click.option("--severities", help="Severities to pool, e.g. 3 or 1,2,3,4,5 (default: all five)."),
+        click.option("--perturbations", is_flag=True, default=None,
+                     help="Also flip probabilities on perturbation sequences (noise, blur, brightness, translation) "
+                     "and their mean, mFR (unnormalised: no AlexNet flip rates are bundled)."),
+        click.option("--limit", type=int, help="Evaluate on this many images, spread evenly over the split."),
+        click.option("--seed", type=int, help="Seed of the corruptions and perturbations (default 0)."),
+        click.option("--imagenet/--not-imagenet", default=None,
+                     help="Normalise mCE by AlexNet's errors (default: when the data has 1000 classes)."),
+        click.option("--cache", type=click.Path(file_okay=False),
+                     help="Keep corrupted images here as JPEG (quality 85) and reuse them next time."),
+        click.option("--out", type=click.Path(file_okay=False),
+                     help="Folder for robustness.json and the chart (default: RUN/robustness, or beside WEIGHTS)."),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _evaluate_robustness(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt,
+                         robustness, corruptions, severities, perturbations, limit, seed, imagenet, cache, out):
+    from .eval.robustness import ALEXNET_ERRORS
+    from .stages.robustness import evaluate_robustness
+
+    if not robustness:
+        raise TransferError("--corruptions, --severities, --perturbations, --limit, --seed, --imagenet, --cache and "
+                            "--out shape a robustness evaluation: add --robustness")
+    if save_logits:
+        raise TransferError("--save-logits is for the clean evaluation; run it without --robustness")
+    r = evaluate_robustness(weights_or_run, data_path=data_path, split=split, corruptions=corruptions or "15",
+                            severities=severities or "1,2,3,4,5", perturbations=bool(perturbations), limit=limit,
+                            seed=seed or 0, imagenet=imagenet, batch_size=batch_size, device=device, workers=workers,
+                            cache=cache, out=out)
+    if fmt == "json":
+        keys = ["top1", "mce", "mce_unnormalized", "images_per_second", "corruptions"]
+        keys += [k for k in ("mfr_unnormalized", "flip_probabilities") if k in r]
+        click.echo(json.dumps({k: r[k] for k in keys} | {"corruption_set": r["corruption_set"]}))
+        return
+    click.echo(f"corruptions: {r['corruption_set']} ({len(r['corruptions'])}), severities "
+               f"{','.join(map(str, r['severities']))}, {r['images']} images")
+    rows = [[name, f"{err:.4f}"] + ([f"{err / ALEXNET_ERRORS[name]:.4f}"] if r["mce"] is not None else [])
+            for name, err in r["corruptions"].items()]
+    _print_table(f"robustness of {weights_or_run}", ["corruption", "error"] + (["CE (/AlexNet)"] if r["mce"]
+                 is not None else []), rows)
+    summary = [["top-1 (clean)", f"{r['top1']:.4f}"],
+               ["mCE (AlexNet-normalised)", "-" if r["mce"] is None else f"{r['mce']:.4f}"],
+               ["mCE (unnormalised)", f"{r['mce_unnormalized']:.4f}"],
+               ["images/s", f"{r['images_per_second']:.1f}"]]
+    if "mfr_unnormalized" in r:
+        summary += [[f"flip probability {k}", f"{v:.4f}"] for k, v in r["flip_probabilities"].items()]
+        summary.append(["mFR (unnormalised)", f"{r['mfr_unnormalized']:.4f}"])
+    _print_table("summary", ["metric", "value"], summary, caption=f"chart: {r['chart']}")
+
+
 @cli.command()
 @click.argument("weights_or_run")
 @click.option("--data", "data_path", help="Dataset: a data_prep folder, an image folder, or 'embedded' "
@@ -243,8 +303,18 @@ def predict(weights_or_run, images, topk, out_file, batch_size, device) -> None:
               help="Also write the logits as a .npy file, one row per image (teacher logits for distillation).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="A table, or one JSON object of the metrics.")
-def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt) -> None:
-    """Top-1 / top-5 accuracy of a weights file or a run directory (its best weights)."""
+@robustness_options
+def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt, **robust) -> None:
+    """Top-1 / top-5 accuracy of a weights file or a run directory (its best weights).
+
+    With --robustness: clean top-1, mCE over ImageNet-C corruptions (pooled over severities; normalised by
+    AlexNet's errors when the data has ImageNet's 1000 classes, unnormalised always) and images/s, plus flip
+    probabilities and unnormalised mFR with --perturbations. Writes robustness.json and corruption_errors.png
+    into RUN/robustness (or --out).
+    """
+    if robust["robustness"] or any(v is not None and v is not False for k, v in robust.items() if k != "robustness"):
+        return _evaluate_robustness(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt,
+                                    **robust)
     from .stages.evaluation import evaluate_classifier
 
     result = evaluate_classifier(weights_or_run, data_path=data_path, split=split, batch_size=batch_size,
@@ -255,6 +325,77 @@ def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save
         return
     _print_table(f"evaluate {weights_or_run}", ["metric", "value"],
                  [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in shown.items()])
+
+
+@cli.command()
+@click.argument("run", required=False)
+@click.option("--eval", "metrics", default=None,
+              help="Comma list of metrics: recall@K (any K), precision@K, map@r (default: the run's recipe, "
+              "recall@1,2,4,8 and map@r).")
+@click.option("--embeddings", "embeddings_file", type=click.Path(dir_okay=False),
+              help="Score a saved .npz (arrays embeddings n x d float32, labels n int) instead of a run: "
+              "query = gallery, leave-one-out.")
+@click.option("--query", "queries", multiple=True,
+              help="Search the run's saved gallery with this image (or folder; repeatable) and print the top-k.")
+@click.option("--topk", default=5, show_default=True, help="Neighbours printed per --query image.")
+@click.option("--data", "data_path", help="Dataset to embed: a data_prep folder, an image folder, a CSV "
+              "(path,label,split,is_query,is_gallery) or 'digits' (default: the run's own test split).")
+@click.option("--split", default=None, help="Split to embed (default: the recipe's validation split).")
+@click.option("--backend", type=click.Choice(["auto", "faiss-gpu", "faiss-cpu", "torch"]), default="auto",
+              show_default=True, help="Nearest-neighbour search backend (auto: FAISS GPU, else torch on a GPU, "
+              "else FAISS CPU).")
+@click.option("--index", "index_kind", type=click.Choice(["flat", "hnsw", "ivf"]), default="flat",
+              show_default=True, help="flat = exact search; hnsw / ivf = approximate FAISS indexes for very "
+              "large galleries (reported as approximate).")
+@click.option("--batch-size", default=64, show_default=True, help="Images per embedding batch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", default=2, show_default=True, help="Data-loading worker processes.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Where to write metrics.json, embeddings.npz, index.faiss and grid.png (default: RUN/retrieval).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="json prints one JSON object: {metric: value} (or the --query results).")
+def retrieve(run, metrics, embeddings_file, queries, topk, data_path, split, backend, index_kind, batch_size,
+             device, workers, out_dir, fmt) -> None:
+    """Embed a retrieval run's test split, search it, and report Recall@K / Precision@K / MAP@R.
+
+    RUN is a retrieval run directory or a weights file with --data (default: the latest retrieval run).
+    Queries never retrieve themselves (left out by index); queries without another item of their class in
+    the gallery are excluded. Writes metrics, embeddings (with ids and labels), the FAISS index and a PNG
+    grid of queries with their nearest neighbours.
+    """
+    from .stages import retrieval as rt
+
+    if embeddings_file and queries:
+        raise TransferError("--embeddings and --query do not go together: --query searches a run's gallery")
+    if queries:
+        found = rt.search_images(run, queries, topk=topk, backend=backend, batch_size=batch_size, device=device)
+        if fmt == "json":
+            click.echo(json.dumps(found))
+            return
+        for item in found:
+            _print_table(f"query {item['query']}", ["rank", "id", "label", "score"],
+                         [[str(h["rank"]), h["id"], h["label"], f"{h['score']:.4f}"] for h in item["neighbours"]])
+        return
+    if embeddings_file:
+        scores = rt.evaluate_file(embeddings_file, metrics or "recall@1,recall@2,recall@4,recall@8,map@r",
+                                  backend=backend, index=index_kind, device=None if device == "auto" else device)
+    else:
+        scores = rt.evaluate_run(run, metrics, data_path=data_path, split=split, backend=backend, index=index_kind,
+                                 batch_size=batch_size, device=device, workers=workers, out=out_dir)
+    names = [m.name for m in rt.parse_metrics(metrics or [k for k in scores if "@" in k])]
+    if fmt == "json":
+        click.echo(json.dumps({n: scores[n] for n in names}))
+        return
+    _print_table(f"retrieve {embeddings_file or run or 'latest retrieval run'}", ["metric", "value"],
+                 [[n, f"{scores[n]:.4f}"] for n in names])
+    click.echo(f"{scores['queries']} queries ({scores['lone_queries']} without another item of their class, "
+               f"excluded), gallery {scores['gallery']}, backend {scores['backend']}"
+               f"{'' if scores['exact'] else ' (APPROXIMATE search)'}")
+    click.echo(f"definition: {scores['definition']}")
+    if "note" in scores:
+        click.echo(f"note: {scores['note']}")
+    if "written" in scores:
+        click.echo(f"written to {scores['written']}: {', '.join(Path(f).name for f in scores['files'].values())}")
 
 
 def main() -> None:

@@ -70,6 +70,9 @@ class DataSection:
     val_fraction: float = opt(0.2, "held-out fraction when the data has no validation split (seeded, stratified)",
                               min=0.01, max=0.9)
     split_seed: int = opt(0, "seed of the split made for data without one")
+    split_by: str = opt("image", "how a split is made for data without one: image (seeded, stratified: every "
+                        "class in both parts) or class (zero-shot retrieval: the last val_fraction of the sorted "
+                        "classes are held out)", choices=("image", "class"))
     embedded: EmbeddedSection = section(EmbeddedSection, "the embedded synthetic dataset")
 
 
@@ -79,6 +82,11 @@ class AugmentSection:
     eval_resolution: int | None = opt(None, "evaluation crop size (default: the model's)", min=16)
     eval_resize: int | None = opt(None, "shorter side before the evaluation centre crop (default: the model's)",
                                   min=16)
+    train_crop: str = opt("random_resized", "random_resized (the paper's ImageNet crop) or resize_random_crop (its "
+                          "retrieval crop: p=0.5 resize to a 256/224-larger square + random crop, else resize)",
+                          choices=("random_resized", "resize_random_crop"))
+    eval_crop: str = opt("center", "center (resize the shorter side to eval_resize, centre crop) or none (resize "
+                         "to an eval_resolution square: the paper's retrieval evaluation)", choices=("center", "none"))
     crop_area: list[float] = opt([0.05, 1.0], "random-resized-crop area range (paper: 0.05-1)")
     crop_aspect: list[float] = opt([0.75, 1.3333333], "random-resized-crop aspect range (paper: 3/4-4/3)")
     hflip: bool = opt(True, "random horizontal flip")
@@ -149,6 +157,21 @@ class EvalSection:
 
 
 @dataclass
+class RetrievalSection:
+    loss: str = opt("cosine_softmax", "retrieval training loss: softmax (linear classifier), cosine_softmax "
+                    "(normalised weights and features times scale) or arcface (cosine + additive angular margin)",
+                    choices=("softmax", "cosine_softmax", "arcface"))
+    scale: float = opt(20.0, "logit scale s of cosine_softmax and arcface (not given by the paper: 20 is "
+                       "temperature 0.05 of Zhai & Wu 2019)", min=1)
+    margin: float = opt(0.3, "ArcFace additive angular margin in radians (paper: 0.3 for SOP)", min=0, max=1.5)
+    metrics: list[str] = opt(["recall@1", "recall@2", "recall@4", "recall@8", "map@r"],
+                             "metrics computed at each validation (recall@K, precision@K, map@r)")
+    select: str = opt("recall@1", "the metric that selects the best checkpoint")
+    backend: str = opt("auto", "nearest-neighbour search: auto, faiss-gpu, faiss-cpu or torch",
+                       choices=("auto", "faiss-gpu", "faiss-cpu", "torch"))
+
+
+@dataclass
 class RuntimeSection:
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
     precision: str = opt("fp32", "fp32, bf16 (autocast) or fp16 (autocast + loss scaling)",
@@ -180,6 +203,7 @@ class Recipe:
     schedule: ScheduleSection = section(ScheduleSection, "epochs and learning-rate schedule")
     regularization: RegularizationSection = section(RegularizationSection, "label smoothing, mixup, DropBlock, KD")
     eval: EvalSection = section(EvalSection, "validation")
+    retrieval: RetrievalSection = section(RetrievalSection, "retrieval stage: loss, metrics, search backend")
     runtime: RuntimeSection = section(RuntimeSection, "device, precision, workers, seed")
     output: OutputSection = section(OutputSection, "run directory, checkpoints, logs")
 

@@ -162,18 +162,32 @@ def load_split(classes: int, per_class: int, size: int, seed: int, split: str) -
     return images, labels
 
 
-def load_digits_split(resolution: int, split: str, seed: int = 0, val_fraction: float = 0.3
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def held_out_classes(num_classes: int, val_fraction: float) -> np.ndarray:
+    """The classes a by-class split holds out: the last round(C * val_fraction) (at least 1, at most C - 1)."""
+    n = min(num_classes - 1, max(1, round(num_classes * val_fraction)))
+    return np.arange(num_classes - n, num_classes)
+
+
+def load_digits_split(resolution: int, split: str, seed: int = 0, val_fraction: float = 0.3,
+                      by_class: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits (1,797 real 8x8 scans, 10 classes) upsampled to `resolution`, as RGB.
 
-    The train/validation split is stratified and seeded: the embedded downstream task of the demo.
+    The train/validation split is stratified and seeded: the embedded downstream task of the demo. With
+    `by_class` the split is by class instead (zero-shot retrieval: with val_fraction 0.5, digits 0-4 train
+    and 5-9 validation); labels stay the digits.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     index = np.arange(len(digits.target))
-    train_idx, val_idx = train_test_split(index, test_size=val_fraction, stratify=digits.target, random_state=seed)
+    if by_class:
+        held_out = held_out_classes(10, val_fraction)
+        val_idx = index[np.isin(digits.target, held_out)]
+        train_idx = index[~np.isin(digits.target, held_out)]
+    else:
+        train_idx, val_idx = train_test_split(index, test_size=val_fraction, stratify=digits.target,
+                                              random_state=seed)
     chosen = np.sort(train_idx if split == "train" else val_idx)
     small = (digits.images[chosen] / 16.0 * 255).astype(np.uint8)  # 0..16 ink levels
     images = np.stack([np.asarray(Image.fromarray(im).resize((resolution, resolution), Image.BICUBIC)) for im in small])

@@ -2,6 +2,7 @@
 
     OUT/dataset.json            {"format", "name", "classes", "splits": {split: [shard folders]}, ...}
     OUT/SPLIT/SHARD/            a HuggingFace dataset (save_to_disk): image (encoded bytes), label, path
+                                [+ extra bool columns, e.g. is_query/is_gallery of a retrieval test split]
 
 Shards are written to a temporary folder and renamed into place, so an interrupted conversion leaves only
 whole shards and continues where it stopped. Images are stored as their original encoded bytes.
@@ -28,13 +29,18 @@ class DatasetWriter:
     def has(self, split: str, shard: str) -> bool:
         return (self.shard_dir(split, shard) / "state.json").is_file()
 
-    def write(self, split: str, shard: str, images: list[bytes], labels: list[int], paths: list[str]) -> None:
+    def write(self, split: str, shard: str, images: list[bytes], labels: list[int], paths: list[str],
+              columns: dict[str, list[bool]] | None = None) -> None:
+        """One shard; `columns` adds boolean columns (one value per image), the same in every shard of a split."""
         import datasets
 
+        columns = columns or {}
         features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64"),
-                                      "path": datasets.Value("string")})
+                                      "path": datasets.Value("string"),
+                                      **{name: datasets.Value("bool") for name in columns}})
         table = datasets.Dataset.from_dict(
-            {"image": [{"bytes": b, "path": None} for b in images], "label": labels, "path": paths},
+            {"image": [{"bytes": b, "path": None} for b in images], "label": labels, "path": paths,
+             **{name: [bool(v) for v in values] for name, values in columns.items()}},
             features=features)
         final = self.shard_dir(split, shard)
         tmp = final.with_name(final.name + ".partial")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,9 @@ class Records(abc.ABC):
     labels: np.ndarray
     ids: list[str]
     classes: list[str]
+    # Retrieval test splits may name which items are queries and which are gallery (In-Shop); None: all are both.
+    is_query: np.ndarray | None = field(default=None, kw_only=True)
+    is_gallery: np.ndarray | None = field(default=None, kw_only=True)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -106,7 +109,7 @@ def _embedded(data: DataSection, split: str) -> Records:
 
 def _digits(data: DataSection, split: str) -> Records:
     images, labels = embedded.load_digits_split(data.embedded.resolution, split, data.split_seed,
-                                                data.val_fraction)
+                                                data.val_fraction, by_class=data.split_by == "class")
     return ArrayRecords(labels, [f"digits/{split}/{i}" for i in range(len(labels))], [str(d) for d in range(10)],
                         images)
 
@@ -128,28 +131,50 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int, classes
     return mask
 
 
+def split_mask(labels: np.ndarray, data: DataSection, classes: list[str], where: str) -> np.ndarray:
+    """The validation items of data without a split: stratified by image, or whole classes (data.split_by)."""
+    if data.split_by == "class":
+        return np.isin(labels, embedded.held_out_classes(len(classes), data.val_fraction))
+    return stratified_split(labels, data.val_fraction, data.split_seed, classes, where)
+
+
 def _select(records: FileRecords, mask: np.ndarray) -> FileRecords:
     keep = np.flatnonzero(mask)
-    return FileRecords(records.labels[keep], [records.ids[i] for i in keep], records.classes, made_split=True)
+    return FileRecords(records.labels[keep], [records.ids[i] for i in keep], records.classes, made_split=True,
+                       is_query=None if records.is_query is None else records.is_query[keep],
+                       is_gallery=None if records.is_gallery is None else records.is_gallery[keep])
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "y"}, {"0", "false", "no", "n", ""}
+
+
+def _flag(value: str | None, path: Path, line: int, column: str) -> bool:
+    v = (value or "").strip().lower()
+    if v not in _TRUE | _FALSE:
+        raise DataError(f"{path}:{line}: {column}={value!r} is not a flag; use 1/0 or true/false")
+    return v in _TRUE
 
 
 def _csv(data: DataSection, split: str, classes: list[str] | None) -> Records:
+    """path,label[,split][,is_query,is_gallery]: the plain table that describes any dataset."""
     import csv
 
     path = Path(data.path)
     if not path.is_file():
-        raise _missing(data, path, "a CSV file with columns path,label[,split]")
+        raise _missing(data, path, "a CSV file with columns path,label[,split][,is_query,is_gallery]")
     rows = []
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
             raise DataError(f"{path}:1: the header must name the columns path,label[,split]; got "
                             f"{','.join(reader.fieldnames or [])}")
+        has_flags = {"is_query", "is_gallery"} <= set(reader.fieldnames)
         for row in reader:
             line = reader.line_num
             if None in row or any(row.get(k) in (None, "") for k in ("path", "label")):
                 raise DataError(f"{path}:{line}: unreadable row {row!r}: expected path,label[,split]")
-            rows.append((line, row["path"], row["label"], (row.get("split") or "").strip()))
+            flags = tuple(_flag(row[c], path, line, c) for c in ("is_query", "is_gallery")) if has_flags else None
+            rows.append((line, row["path"], row["label"], (row.get("split") or "").strip(), flags))
     if not rows:
         raise DataError(f"{path} lists no images")
     found = sorted({r[2] for r in rows})
@@ -158,20 +183,25 @@ def _csv(data: DataSection, split: str, classes: list[str] | None) -> Records:
     if unknown:
         raise DataError(f"{path}: labels not in the training split: {', '.join(unknown[:5])}")
     index = {c: i for i, c in enumerate(classes)}
-    files = [str((path.parent / p) if not Path(p).is_absolute() else Path(p)) for _, p, _, _ in rows]
+    files = [str((path.parent / r[1]) if not Path(r[1]).is_absolute() else Path(r[1])) for r in rows]
     labels = np.asarray([index[r[2]] for r in rows], dtype=np.int64)
+    flags = {}
+    if has_flags:
+        flags = {"is_query": np.array([r[4][0] for r in rows]), "is_gallery": np.array([r[4][1] for r in rows])}
+    everything = FileRecords(labels, files, classes, **flags)
     splits = [r[3] for r in rows]
     if all(splits):
-        keep = [i for i, s in enumerate(splits) if s == split]
-        if not keep:
+        keep = np.array([s == split for s in splits])
+        if not keep.any():
             raise DataError(f"{path} has no rows with split {split!r} (splits: {', '.join(sorted(set(splits)))})")
-        return FileRecords(labels[keep], [files[i] for i in keep], classes)
+        selected = _select(everything, keep)
+        selected.made_split = False
+        return selected
     if any(splits):
         first = next(r[0] for r in rows if not r[3])
         raise DataError(f"{path}:{first}: the split column is empty here but not elsewhere; fill it in every row "
                         f"or in none")
-    mask = stratified_split(labels, data.val_fraction, data.split_seed, classes, str(path))
-    everything = FileRecords(labels, files, classes)
+    mask = split_mask(labels, data, classes, str(path))
     return _select(everything, ~mask if split == data.train_split else mask)
 
 
@@ -197,7 +227,8 @@ def _hf_records(table, data: DataSection, where: str) -> Records:
     ids = [f"{where}#{i}" for i in range(len(labels))]
     if "path" in table.column_names:
         ids = [str(p) for p in table["path"]]
-    return HFRecords(labels, ids, classes, table, data.image_column)
+    flags = {c: np.asarray(table[c], dtype=bool) for c in ("is_query", "is_gallery") if c in table.column_names}
+    return HFRecords(labels, ids, classes, table, data.image_column, **flags)
 
 
 def _disk(data: DataSection, split: str) -> Records:
@@ -233,7 +264,7 @@ def _folder(data: DataSection, split: str, classes: list[str] | None) -> Records
         # CLASS/IMAGE directly under the path: one pool, split here (seeded, stratified).
         pool = _folder(DataSection(source="folder", path=str(Path(data.path).parent),
                                    train_split=Path(data.path).name), Path(data.path).name, classes)
-        mask = stratified_split(pool.labels, data.val_fraction, data.split_seed, pool.classes, data.path)
+        mask = split_mask(pool.labels, data, pool.classes, data.path)
         return _select(pool, ~mask if split == data.train_split else mask)
     if not root.is_dir():
         raise _missing(data, root, f"a folder of class sub-folders for split {split!r}")

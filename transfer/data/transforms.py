@@ -32,10 +32,11 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str
+    eval_crop: str = "center"
 
     def input_spec(self) -> InputSpec:
-        return InputSpec(self.train_resolution, self.eval_resolution, self.eval_resize, self.mean, self.std,
-                         self.interpolation)
+        return InputSpec(self.train_resolution, self.eval_resolution, self.eval_resize, self.eval_crop, self.mean,
+                         self.std, self.interpolation)
 
 
 def resolve(aug: AugmentSection, model_input: InputSpec) -> Preprocessing:
@@ -44,22 +45,33 @@ def resolve(aug: AugmentSection, model_input: InputSpec) -> Preprocessing:
     evaluation = aug.eval_resolution or model_input.eval_resolution
     resize = aug.eval_resize or (model_input.eval_resize if evaluation == model_input.eval_resolution
                                  else round(evaluation / 0.875))
-    return Preprocessing(train, evaluation, resize, mean, std, aug.interpolation)
+    return Preprocessing(train, evaluation, resize, mean, std, aug.interpolation, aug.eval_crop)
 
 
 def from_spec(spec: InputSpec) -> Preprocessing:
     return Preprocessing(spec.train_resolution, spec.eval_resolution, spec.eval_resize, tuple(spec.mean),
-                         tuple(spec.std), spec.interpolation)
+                         tuple(spec.std), spec.interpolation, spec.eval_crop)
 
 
 def _to_tensor(prep: Preprocessing) -> list:
     return [T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(prep.mean, prep.std)]
 
 
+def _train_crop(aug: AugmentSection, prep: Preprocessing):
+    interp = _INTERP[prep.interpolation]
+    r = prep.train_resolution
+    if aug.train_crop == "random_resized":
+        return T.RandomResizedCrop(r, scale=tuple(aug.crop_area), ratio=tuple(aug.crop_aspect),
+                                   interpolation=interp, antialias=True)
+    # The paper's retrieval crop: with p = 0.5 resize to a 256/224-larger square and random-crop, else resize.
+    big = round(r * 256 / 224)
+    return T.RandomChoice([T.Compose([T.Resize((big, big), interpolation=interp, antialias=True), T.RandomCrop(r)]),
+                           T.Resize((r, r), interpolation=interp, antialias=True)])
+
+
 def train_transform(aug: AugmentSection, prep: Preprocessing) -> T.Compose:
     """Random resized crop (the paper's area and aspect ranges), flip, optional AutoAugment, normalise."""
-    steps = [T.RandomResizedCrop(prep.train_resolution, scale=tuple(aug.crop_area), ratio=tuple(aug.crop_aspect),
-                                 interpolation=_INTERP[prep.interpolation], antialias=True)]
+    steps = [_train_crop(aug, prep)]
     if aug.hflip:
         steps.append(T.RandomHorizontalFlip())
     if aug.autoaugment != "none":
@@ -69,6 +81,11 @@ def train_transform(aug: AugmentSection, prep: Preprocessing) -> T.Compose:
 
 
 def eval_transform(prep: Preprocessing) -> T.Compose:
-    """Resize the shorter side, centre crop (224 from 256, or 256 from 292 for Big-Little), normalise."""
-    return T.Compose([T.Resize(prep.eval_resize, interpolation=_INTERP[prep.interpolation], antialias=True),
+    """Resize the shorter side, centre crop (224 from 256, or 256 from 292 for Big-Little), normalise; or, with
+    eval_crop "none" (the paper's retrieval evaluation), resize the whole image to a square."""
+    interp = _INTERP[prep.interpolation]
+    if prep.eval_crop == "none":
+        r = prep.eval_resolution
+        return T.Compose([T.Resize((r, r), interpolation=interp, antialias=True), *_to_tensor(prep)])
+    return T.Compose([T.Resize(prep.eval_resize, interpolation=interp, antialias=True),
                       T.CenterCrop(prep.eval_resolution), *_to_tensor(prep)])

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..data.mixing import mixup, sample_lambda
-from .losses import distillation_loss, one_hot_smoothed, soft_cross_entropy, teacher_probabilities
+from .losses import angular_margin, distillation_loss, one_hot_smoothed, soft_cross_entropy, teacher_probabilities
 
 
 @dataclass
@@ -27,6 +27,8 @@ class Objective:
     teacher_logits: torch.Tensor | None = None  # (num_train_samples, num_classes)
     temperature: float = 1.0
     distill_weight: float = 1.0
+    margin: float = 0.0  # ArcFace: angular margin on the target class of a cosine head's logits ...
+    logit_scale: float = 1.0  # ... whose logits are logit_scale * cos
 
     def to(self, device: torch.device) -> Objective:
         if self.teacher is not None:
@@ -55,6 +57,9 @@ class Objective:
         return images, targets
 
     def loss(self, logits: torch.Tensor, targets: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        if self.margin:
+            # the target class is the largest entry of the (smoothed, never mixed) label distribution
+            logits = angular_margin(logits, targets[0].argmax(1), self.logit_scale, self.margin)
         ce = soft_cross_entropy(logits, targets[0])
         if not self.distills:
             return ce, {"ce": ce.detach()}

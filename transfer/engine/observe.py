@@ -120,6 +120,9 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+_SCORES = ("top", "recall@", "precision@", "map@")  # validation metrics drawn on the accuracy plot
+
+
 def write_plots(metrics_file: Path, out: Path) -> list[Path]:
     """loss.png, lr.png and accuracy.png from metrics.jsonl."""
     import matplotlib
@@ -135,7 +138,7 @@ def write_plots(metrics_file: Path, out: Path) -> list[Path]:
     specs = [("loss", [("train", train, "loss"), ("validation", val, "loss")]),
              ("lr", [("learning rate", train, "lr")]),
              ("accuracy", [(f"validation {k}", val, k)
-                           for k in sorted({k for r in val for k in r if k.startswith("top")})])]
+                           for k in sorted({k for r in val for k in r if k.startswith(_SCORES)})])]
     for name, series in specs:
         series = [(label, rs, key) for label, rs, key in series if any(key in r for r in rs)]
         if not series:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,14 @@ def seed_step(seed: int, device: torch.device) -> None:
         torch.cuda.manual_seed(seed)
 
 
+Validate = Callable[..., dict]
+
+
+def classification_validation(model: nn.Module, loader, device: torch.device, recipe: Recipe, dist: Dist) -> dict:
+    return evaluate(model, loader, device, precision=recipe.runtime.precision,
+                    channels_last=recipe.runtime.channels_last, topk=recipe.eval.topk, dist=dist)
+
+
 class NonFiniteLoss(TransferError):
     """The loss became NaN or infinite."""
 
@@ -58,7 +67,8 @@ class TrainState:
 class Trainer:
     def __init__(self, model: nn.Module, objective: Objective, train_set, val_set, recipe: Recipe,
                  run: RunDir, dist: Dist, *, weights_metadata: dict | None = None,
-                 lr_scale: dict[str, float] | None = None, bn_momentum: float | None = None):
+                 lr_scale: dict[str, float] | None = None, bn_momentum: float | None = None,
+                 validate: Validate | None = None, select: str = "top1"):
         self.model = model  # the plain module: its state is what gets saved
         self.objective = objective
         self.train_set, self.val_set = train_set, val_set
@@ -66,6 +76,10 @@ class Trainer:
         self.weights_metadata = weights_metadata or {}
         self.lr_scale = lr_scale
         self.bn_momentum = bn_momentum
+        # validation: a function of (model, loader, device, recipe, dist) -> metrics; `select` names the
+        # metric (higher is better) that picks the best weights
+        self.validate = validate or classification_validation
+        self.select = select
         self.state = TrainState()
         self._stop: str | None = None
 
@@ -200,12 +214,12 @@ class Trainer:
         summary = {"status": status, "epochs": self.state.epoch, "steps": self.state.step,
                    **{f"val_{k}": v for k, v in last_val.items() if isinstance(v, int | float)}}
         if self.state.best is not None:
-            summary["best_top1"] = self.state.best
+            summary[f"best_{self.select}"] = self.state.best
             summary["best_epoch"] = self.state.best_epoch
         if d.is_main:
             summary["run"] = str(self.run.path)
-            self.run.update_info(status=status, best=self.state.best, best_epoch=self.state.best_epoch,
-                                 steps=self.state.step, epochs_done=self.state.epoch)
+            self.run.update_info(status=status, best=self.state.best, best_metric=self.select,
+                                 best_epoch=self.state.best_epoch, steps=self.state.step, epochs_done=self.state.epoch)
             observer.close(summary, plots=r.output.plots)
         return summary
 
@@ -271,14 +285,13 @@ class Trainer:
             self._save_checkpoint(optimizer, scaler)
             if val is not None and (st.epoch % r.eval.every_epochs == 0 or st.epoch == epochs):
                 self._sync_buffers()
-                last_val = evaluate(self.model, val, dev, precision=r.runtime.precision,
-                                    channels_last=r.runtime.channels_last, topk=r.eval.topk, dist=d)
+                last_val = self.validate(self.model, val, dev, r, d)
                 net.train()
                 if observer is not None:
                     observer.evaluation(st.step, st.epoch - 1, last_val)
-                top1 = last_val.get("top1")
-                if top1 is not None and (st.best is None or top1 > st.best):
-                    st.best, st.best_epoch = top1, st.epoch
+                score = last_val.get(self.select)
+                if score is not None and (st.best is None or score > st.best):
+                    st.best, st.best_epoch = score, st.epoch
                     self._save_weights("best", last_val)
                     self._save_checkpoint(optimizer, scaler)  # the best metric is part of the state
         self._sync_buffers()

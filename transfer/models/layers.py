@@ -209,6 +209,23 @@ class GeM(nn.Module):
         return f"p={float(self.p):.3g}, learnable={isinstance(self.p, nn.Parameter)}"
 
 
+class CosineClassifier(nn.Module):
+    """Normalised softmax head: logits = s * cos(feature, class weight) (the paper's cosine-softmax for
+    retrieval; with an angular margin on the target class in the loss it becomes ArcFace)."""
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 20.0):
+        super().__init__()
+        self.scale = float(scale)
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        nn.init.normal_(self.weight, std=0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.linear(F.normalize(x.float(), dim=1), F.normalize(self.weight.float(), dim=1))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.weight.shape[1]}, num_classes={self.weight.shape[0]}, scale={self.scale:g}"
+
+
 class AvgPool(nn.Module):
     """Global average pooling to (N, C)."""
 

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from .layers import (
     AvgPool,
     BlurPool,
+    CosineClassifier,
     DropBlock,
     GeM,
     SelectiveKernel,
@@ -41,6 +42,7 @@ STEMS = ("classic", "deep")
 SHORTCUTS = ("conv", "avg2", "avg3")
 SELECTIVE_KERNELS = (None, "sk", "sk_dagger")
 POOLS = ("avg", "gem")
+HEADS = ("linear", "cosine")
 
 
 @dataclass
@@ -70,6 +72,8 @@ class ResNetConfig:
     num_classes: int = 1000
     embedding_dim: int = 0  # >0: linear + BN to this size between pooling and classifier
     pool: str = "avg"
+    head: str = "linear"  # "linear" classifier, or "cosine" (normalised weights and features, times head_scale)
+    head_scale: float = 20.0
     gem_p: float = 3.0
     gem_learnable: bool = False
     zero_gamma: bool = True
@@ -85,6 +89,7 @@ class ResNetConfig:
         choice("shortcut", self.shortcut, SHORTCUTS)
         choice("selective_kernel", self.selective_kernel, SELECTIVE_KERNELS)
         choice("pool", self.pool, POOLS)
+        choice("head", self.head, HEADS)
         if self.layers is not None:
             self.layers = tuple(int(n) for n in self.layers)
             if len(self.layers) != 4 or min(self.layers) < 1:
@@ -410,7 +415,9 @@ class ResNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a fresh one for `num_classes` (0 = no classifier: logits = features)."""
         self.config.num_classes = num_classes
-        if num_classes:
+        if num_classes and self.config.head == "cosine":
+            self.fc = CosineClassifier(self.num_features, num_classes, self.config.head_scale)
+        elif num_classes:
             fc = nn.Linear(self.num_features, num_classes)
             nn.init.normal_(fc.weight, std=0.01)
             nn.init.zeros_(fc.bias)  # the paper's zero FC bias

@@ -25,6 +25,7 @@ class InputSpec:
     train_resolution: int = 224
     eval_resolution: int = 224
     eval_resize: int = 256  # shorter side before the centre crop
+    eval_crop: str = "center"  # "center": resize the shorter side, centre crop; "none": resize to a square
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"

@@ -21,22 +21,30 @@ def data_section(data_path: str | None, run_recipe: Recipe | None) -> DataSectio
     """--data PATH as a data section (its kind told from what is there), else the run's own data."""
     if data_path is None:
         if run_recipe is None:
-            raise ConfigError("a weights file needs --data PATH (a data_prep folder, an image folder or 'embedded')")
+            raise ConfigError("a weights file needs --data PATH (a data_prep folder, an image folder, a CSV, "
+                              "'embedded' or 'digits')")
         return run_recipe.data
     base = run_recipe.data if run_recipe is not None else DataSection()
     if data_path == "embedded":
         return DataSection(source="embedded", embedded=base.embedded, train_split=base.train_split,
                            val_split=base.val_split)
+    if data_path == "digits":
+        return DataSection(source="digits", embedded=base.embedded, val_fraction=base.val_fraction,
+                           split_seed=base.split_seed, split_by=base.split_by, val_split=base.val_split)
     p = Path(data_path)
-    source = "disk" if any((p / f).is_file() for f in ("dataset.json", "dataset_dict.json", "state.json")) \
-        else "folder"
+    if p.suffix.lower() == ".csv":
+        source = "csv"
+    elif any((p / f).is_file() for f in ("dataset.json", "dataset_dict.json", "state.json")):
+        source = "disk"
+    else:
+        source = "folder"
     return DataSection(source=source, path=data_path, image_column=base.image_column,
-                       label_column=base.label_column, train_split=base.train_split, val_split=base.val_split)
+                       label_column=base.label_column, train_split=base.train_split, val_split=base.val_split,
+                       val_fraction=base.val_fraction, split_seed=base.split_seed, split_by=base.split_by)
 
 
-def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, split: str | None = None,
-                        batch_size: int = 64, device: str = "auto", workers: int = 2,
-                        save_logits: str | None = None) -> dict:
+def open_for_evaluation(weights_or_run: str, data_path: str | None, split: str | None):
+    """(weights file, model, records, split): the model and the data it is evaluated on, checked to fit."""
     weights = resolve_weights(weights_or_run)
     run_recipe = None
     if Path(weights_or_run).is_dir() and RunDir(Path(weights_or_run)).recipe.is_file():
@@ -48,6 +56,13 @@ def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, sp
     if model.num_classes and len(records.classes) != model.num_classes:
         raise ConfigError(f"{weights} predicts {model.num_classes} classes but {data.path or data.source} split "
                           f"{split!r} has {len(records.classes)}")
+    return weights, model, records, split
+
+
+def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, split: str | None = None,
+                        batch_size: int = 64, device: str = "auto", workers: int = 2,
+                        save_logits: str | None = None) -> dict:
+    weights, model, records, split = open_for_evaluation(weights_or_run, data_path, split)
     dev = resolve_device(device)
     model.to(dev)
     dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
@@ -63,21 +78,14 @@ def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, sp
     return result
 
 
-def predict_images(weights_or_run: str, images: tuple[str, ...], *, out_file: str, topk: int = 1,
-                   batch_size: int = 64, device: str = "auto") -> int:
-    """Write `out_file`: path, predicted class, probability (and top-k columns); returns the image count."""
-    import csv
-
-    import torch
+def image_paths(items: tuple[str, ...]) -> list[str]:
+    """Image files named, and the images inside folders named (sorted)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from ..data.sources import DataError, FileRecords
+    from ..data.sources import DataError
 
-    weights = resolve_weights(weights_or_run)
-    model = load_model(weights)
-    classes = model.weights_metadata.get("class_names") or [str(i) for i in range(model.num_classes)]
     paths = []
-    for item in images:
+    for item in items:
         p = Path(item)
         if p.is_dir():
             paths += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMG_EXTENSIONS)
@@ -86,7 +94,23 @@ def predict_images(weights_or_run: str, images: tuple[str, ...], *, out_file: st
         else:
             raise DataError(f"{item} is neither an image file nor a folder")
     if not paths:
-        raise DataError(f"no images found in {', '.join(images)}")
+        raise DataError(f"no images found in {', '.join(items)}")
+    return paths
+
+
+def predict_images(weights_or_run: str, images: tuple[str, ...], *, out_file: str, topk: int = 1,
+                   batch_size: int = 64, device: str = "auto") -> int:
+    """Write `out_file`: path, predicted class, probability (and top-k columns); returns the image count."""
+    import csv
+
+    import torch
+
+    from ..data.sources import FileRecords
+
+    weights = resolve_weights(weights_or_run)
+    model = load_model(weights)
+    classes = model.weights_metadata.get("class_names") or [str(i) for i in range(model.num_classes)]
+    paths = image_paths(images)
     records = FileRecords(np.zeros(len(paths), dtype=np.int64), paths, classes)
     dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
     dev = resolve_device(device)

@@ -45,6 +45,15 @@ def open_data(recipe: Recipe) -> StageData:
     return StageData(train, val, train.classes)
 
 
+def open_retrieval_data(recipe: Recipe) -> StageData:
+    """Zero-shot: the validation split has its own classes (unseen in training); training labels renumbered."""
+    from .retrieval import zero_shot_train
+
+    train = zero_shot_train(open_split(recipe.data, recipe.data.train_split))
+    val = open_split(recipe.data, recipe.data.val_split)
+    return StageData(train, val, train.classes)
+
+
 def build_objective(recipe: Recipe, num_classes: int, num_train: int) -> Objective:
     reg = recipe.regularization
     kd = reg.distillation
@@ -105,23 +114,29 @@ def record_made_splits(run: RunDir, data: StageData) -> None:
         w.writerow(["path", "label", "split"])
         for name, rec in parts:
             for ident, label in zip(rec.ids, rec.labels, strict=True):
-                w.writerow([ident, data.classes[label], name])
+                w.writerow([ident, rec.classes[label], name])
 
 
 def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, resume: bool = False,
                  report: bool = True) -> dict:
     """Train as the recipe says, then (classification) report on the validation split with the best weights."""
+    from . import retrieval as rt
+
+    is_retrieval = recipe.stage == "retrieval"
+    if is_retrieval:
+        rt.check_recipe(recipe)
     d = distributed.setup(recipe.runtime.device)
     try:
         torch.manual_seed(recipe.runtime.seed)  # the same initial weights on every process
-        data = open_data(recipe)
+        data = open_retrieval_data(recipe) if is_retrieval else open_data(recipe)
         m = recipe.model
         asked = m.options.get("num_classes")
         if asked is not None and asked != len(data.classes):
             where = recipe.data.path or recipe.data.source
             raise ConfigError(f"model.options.num_classes={asked} but the data ({where}) has {len(data.classes)} "
                               f"classes; remove the option: the classifier is sized from the data")
-        options = {**m.options, "num_classes": len(data.classes)}
+        options = {**m.options, "num_classes": len(data.classes),
+                   **(rt.head_options(recipe.retrieval) if is_retrieval else {})}
         model = create_model(m.name, weights=m.weights, **options)
         extra = {"class_names": data.classes}
         lr_scale = None
@@ -137,16 +152,24 @@ def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, re
         train_set = TransformedDataset(data.train, train_transform(recipe.augment, prep), recipe.runtime.seed)
         val_set = TransformedDataset(data.val, eval_transform(prep)) if data.val is not None else None
         objective = build_objective(recipe, len(data.classes), len(data.train))
+        validate, select = None, "top1"
+        if is_retrieval:
+            validate, select = rt.RetrievalValidation(data.val, recipe.retrieval), recipe.retrieval.select
+            if recipe.retrieval.loss == "arcface":
+                objective.margin, objective.logit_scale = recipe.retrieval.margin, recipe.retrieval.scale
         run = _shared_run_dir(recipe, recipe_name, out, resume, d)
         if d.is_main and not resume:
             record_made_splits(run, data)
         trainer = Trainer(model, objective, train_set, val_set, recipe, run, d, weights_metadata=extra,
-                          lr_scale=lr_scale)
+                          lr_scale=lr_scale, validate=validate, select=select)
         summary = trainer.fit(resume=resume)
         if d.is_main and summary.get("status") == "finished" and data.val is not None and report:
-            from .report import classification_report
+            if is_retrieval:
+                summary.update(rt.retrieval_report(run, data.val, val_set, recipe, d.device))
+            else:
+                from .report import classification_report
 
-            summary.update(classification_report(run, val_set, recipe, d.device))
+                summary.update(classification_report(run, val_set, recipe, d.device))
         return summary
     finally:
         distributed.teardown(d)

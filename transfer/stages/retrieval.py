@@ -1,0 +1,369 @@
+"""The retrieval stage: zero-shot data, the embedding model's head and loss, validation by Recall@K, and
+`transfer retrieve` (embed, index, search, score, picture).
+
+    RUN/retrieval/metrics.json     {metric: value, backend, exact, definition, queries, gallery}
+    RUN/retrieval/embeddings.npz   embeddings (n x d float32, L2-normalised), labels, ids, is_query, is_gallery
+    RUN/retrieval/index.faiss      an exact inner-product FAISS index of the gallery rows (in npz order)
+    RUN/retrieval/grid.png         queries with their nearest gallery images (green: same class)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.loader import TransformedDataset, eval_loader
+from ..data.sources import DataError, FileRecords, Records, open_split
+from ..data.transforms import eval_transform, from_spec
+from ..errors import ConfigError, TransferError
+from ..eval import index as knn
+from ..eval.classify import autocast_for
+from ..eval.retrieval import DEFINITION, Metric, neighbours_needed, parse_metrics, relevant_counts, retrieval_metrics
+from ..models.weights import atomic_write_bytes
+from ..recipe import Recipe, RetrievalSection
+
+log = logging.getLogger("transfer")
+
+
+class RetrievalError(TransferError):
+    """A retrieval input that cannot be used (no embedding model, empty gallery, malformed embeddings)."""
+
+
+# ------------------------------------------------------------------------------------------------ training
+def zero_shot_train(records: Records) -> Records:
+    """Training labels renumbered 0..T-1 over the classes present (a retrieval dataset's label space covers
+    its test classes too; the training head needs only the training ones)."""
+    present, labels = np.unique(records.labels, return_inverse=True)
+    return dataclasses.replace(records, labels=labels.astype(np.int64), classes=[records.classes[i] for i in present])
+
+
+def head_options(cfg: RetrievalSection) -> dict:
+    """The classifier the loss needs: linear for softmax, cosine (scale s) for cosine-softmax and ArcFace."""
+    if cfg.loss == "softmax":
+        return {"head": "linear"}
+    return {"head": "cosine", "head_scale": cfg.scale}
+
+
+def check_recipe(recipe: Recipe) -> list[Metric]:
+    cfg = recipe.retrieval
+    metrics = parse_metrics(cfg.metrics)
+    if cfg.select not in [m.name for m in metrics]:
+        raise ConfigError(f"retrieval.select={cfg.select!r} is not among retrieval.metrics "
+                          f"({', '.join(m.name for m in metrics)}); add it there or choose one of those")
+    if cfg.loss == "arcface" and recipe.regularization.mixup.alpha > 0:
+        raise ConfigError("retrieval.loss=arcface puts its margin on one target class; mixed images have two: "
+                          "set regularization.mixup.alpha=0 or use cosine_softmax")
+    if not recipe.data.val_split:
+        raise ConfigError("a retrieval recipe needs data.val_split: the test classes searched at validation")
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------------ embedding
+def embedding_model(model: nn.Module, where: str) -> nn.Module:
+    if not hasattr(model, "pool_features"):
+        raise RetrievalError(f"{where} is not an embedding model (no pool_features); use a transfer ResNet run "
+                             f"or weights file")
+    return model
+
+
+@torch.no_grad()
+def embed(model: nn.Module, loader, n: int, device: torch.device, *, precision: str = "fp32",
+          channels_last: bool = False, dist=None) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised pooled features (after the embedding layer) of all n items, and which items could be
+    read. Each process embeds its shard; the rows are summed across processes (the others are zero)."""
+    from ..engine.distributed import all_reduce_sum
+
+    was_training = model.training
+    model.eval()
+    emb = torch.zeros(n, model.num_features, device=device)
+    ok = torch.zeros(n, device=device)
+    for batch in loader:
+        if not len(batch):
+            continue
+        x = batch.images.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_for(device, precision):
+            f = model.pool_features(x)
+        idx = batch.indices.to(device)
+        emb[idx] = F.normalize(f.float(), dim=1)
+        ok[idx] = 1.0
+    if dist is not None:
+        emb, ok = all_reduce_sum(emb, dist), all_reduce_sum(ok, dist)
+    model.train(was_training)
+    return emb.cpu().numpy(), ok.cpu().numpy() > 0
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    result: knn.SearchResult
+    queries: np.ndarray  # rows (of the embedded set) that are queries
+    gallery: np.ndarray  # rows that form the gallery, in index order
+
+
+def query_gallery(n: int, is_query: np.ndarray | None, is_gallery: np.ndarray | None, readable: np.ndarray):
+    """Query rows, gallery rows and each query's own position in the gallery (-1: not in it)."""
+    q = np.ones(n, bool) if is_query is None else np.asarray(is_query, bool)
+    g = np.ones(n, bool) if is_gallery is None else np.asarray(is_gallery, bool)
+    queries = np.flatnonzero(q & readable)
+    gallery = np.flatnonzero(g & readable)
+    position = np.full(n, -1, np.int64)
+    position[gallery] = np.arange(len(gallery))
+    return queries, gallery, position[queries]
+
+
+def evaluate_embeddings(emb: np.ndarray, labels: np.ndarray, metrics: list[Metric], *,
+                        is_query: np.ndarray | None = None, is_gallery: np.ndarray | None = None,
+                        readable: np.ndarray | None = None, backend: str = "auto", index: str = "flat",
+                        device: str | None = None, extra_k: int = 0) -> Evaluation:
+    labels = np.asarray(labels)
+    readable = np.ones(len(labels), bool) if readable is None else readable
+    queries, gallery, self_index = query_gallery(len(labels), is_query, is_gallery, readable)
+    if len(gallery) == 0:
+        raise RetrievalError("the gallery is empty: no readable gallery items to search")
+    if len(queries) == 0:
+        raise RetrievalError("there are no queries: no readable items marked is_query")
+    r = relevant_counts(labels[queries], labels[gallery], self_index)
+    k = max(neighbours_needed(metrics, r), extra_k)
+    result = knn.search(emb[queries], emb[gallery], k, self_index=self_index, backend=backend, index=index,
+                        device=device)
+    scores = retrieval_metrics(result.indices, labels[queries], labels[gallery], metrics, self_index=self_index)
+    scores.update(backend=result.backend, exact=result.exact, gallery=len(gallery), definition=DEFINITION)
+    if result.note:
+        scores["note"] = result.note
+    return Evaluation(scores, result, queries, gallery)
+
+
+class RetrievalValidation:
+    """The trainer's validation for retrieval runs: embed the test split, search, score."""
+
+    def __init__(self, records: Records, cfg: RetrievalSection):
+        self.records, self.cfg = records, cfg
+        self.metrics = parse_metrics(cfg.metrics)
+
+    def __call__(self, model: nn.Module, loader, device: torch.device, recipe: Recipe, dist) -> dict:
+        emb, readable = embed(model, loader, len(self.records), device, precision=recipe.runtime.precision,
+                              channels_last=recipe.runtime.channels_last, dist=dist)
+        ev = evaluate_embeddings(emb, self.records.labels, self.metrics, is_query=self.records.is_query,
+                                 is_gallery=self.records.is_gallery, readable=readable, backend=self.cfg.backend,
+                                 device=str(device))
+        return {k: v for k, v in ev.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def save_outputs(out: Path, emb: np.ndarray, records: Records, readable: np.ndarray, ev: Evaluation,
+                 grid: bool = True) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(records)
+    is_query = np.zeros(n, bool)
+    is_query[ev.queries] = True
+    is_gallery = np.zeros(n, bool)
+    is_gallery[ev.gallery] = True
+    paths = {"metrics": out / "metrics.json", "embeddings": out / "embeddings.npz"}
+    atomic_write_bytes(paths["metrics"], (json.dumps(ev.metrics, indent=2) + "\n").encode())
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, embeddings=emb.astype(np.float32), labels=np.asarray(records.labels, np.int64),
+             ids=np.asarray(records.ids, dtype=str), is_query=is_query, is_gallery=is_gallery, readable=readable,
+             classes=np.asarray(records.classes, dtype=str))
+    atomic_write_bytes(paths["embeddings"], buf.getvalue())
+    index = knn.build_index(emb[ev.gallery])
+    if index is not None:
+        import faiss
+
+        paths["index"] = out / "index.faiss"
+        atomic_write_bytes(paths["index"], faiss.serialize_index(index).tobytes())
+    if grid:
+        paths["grid"] = write_grid(out / "grid.png", records, ev)
+    return paths
+
+
+def write_grid(path: Path, records: Records, ev: Evaluation, rows: int = 6, k: int = 5) -> Path:
+    """A PNG: `rows` queries spread over the query set, each followed by its k nearest gallery images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # one query from each of `rows` classes spread over the label range, so the grid shows different classes
+    q_labels = np.asarray(records.labels)[ev.queries]
+    classes, first = np.unique(q_labels, return_index=True)
+    spread = np.unique(np.linspace(0, len(classes) - 1, min(rows, len(classes))).round().astype(int))
+    picks = first[spread]
+    k = min(k, ev.result.indices.shape[1])
+    fig, axes = plt.subplots(len(picks), k + 1, figsize=(1.6 * (k + 1), 1.7 * len(picks)), squeeze=False)
+    for r, qi in enumerate(picks):
+        q_row = ev.queries[qi]
+        cells = [(q_row, None)] + [(ev.gallery[j] if j >= 0 else None, ev.result.scores[qi, c])
+                                   for c, j in enumerate(ev.result.indices[qi, :k])]
+        for c, (row, score) in enumerate(cells):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row is None:
+                ax.axis("off")
+                continue
+            try:
+                ax.imshow(records.load(int(row)))
+            except Exception:  # an unreadable image still gets its cell
+                ax.text(0.5, 0.5, "unreadable", ha="center", va="center")
+            label = records.classes[records.labels[row]] if records.labels[row] < len(records.classes) else ""
+            if c == 0:
+                ax.set_title(f"query\n{label}", fontsize=7)
+                color = "black"
+            else:
+                same = records.labels[row] == records.labels[q_row]
+                color = "green" if same else "red"
+                ax.set_title(f"{score:.3f}\n{label}", fontsize=7, color=color)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(3 if c else 1)
+    fig.suptitle("queries (left) and nearest gallery images; green = same class", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def retrieval_report(run, records: Records, dataset, recipe: Recipe, device: torch.device) -> dict:
+    """After training: evaluate the best weights on the test split and write RUN/retrieval/."""
+    from ..models.weights import load_model
+    from ..runs import resolve_weights
+
+    model = load_model(resolve_weights(run.path)).to(device)
+    loader = eval_loader(dataset, 64, recipe.runtime.workers)
+    emb, readable = embed(model, loader, len(records), device, precision=recipe.runtime.precision)
+    metrics = parse_metrics(recipe.retrieval.metrics)
+    ev = evaluate_embeddings(emb, records.labels, metrics, is_query=records.is_query, is_gallery=records.is_gallery,
+                             readable=readable, backend=recipe.retrieval.backend, device=str(device), extra_k=5)
+    save_outputs(run.path / "retrieval", emb, records, readable, ev)
+    return {f"test_{k}": v for k, v in ev.metrics.items() if isinstance(v, float)}
+
+
+# ------------------------------------------------------------------------------------------------ `retrieve`
+def load_embeddings_file(path: str) -> tuple[np.ndarray, np.ndarray]:
+    p = Path(path)
+    if not p.is_file():
+        raise RetrievalError(f"--embeddings {path}: no such file")
+    try:
+        data = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise RetrievalError(f"--embeddings {path}: not a readable .npz file ({e})") from None
+    missing = [k for k in ("embeddings", "labels") if k not in data.files]
+    if missing:
+        raise RetrievalError(f"--embeddings {path} lacks the array(s) {', '.join(missing)} (has: "
+                             f"{', '.join(data.files) or 'none'}); save with np.savez(F, embeddings=E, labels=L)")
+    emb, labels = np.asarray(data["embeddings"]), np.asarray(data["labels"])
+    if emb.ndim != 2 or labels.ndim != 1 or len(emb) != len(labels):
+        raise RetrievalError(f"--embeddings {path}: expected embeddings (n, d) and labels (n,), got "
+                             f"{emb.shape} and {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise RetrievalError(f"--embeddings {path}: labels must be integers, got {labels.dtype}")
+    if not np.isfinite(emb).all():
+        raise RetrievalError(f"--embeddings {path}: embeddings contain NaN or infinite values")
+    return knn.l2_normalize(emb), labels.astype(np.int64)
+
+
+def evaluate_file(path: str, metrics: str, *, backend: str = "auto", index: str = "flat",
+                  device: str | None = None) -> dict:
+    """Score saved embeddings: query = gallery, leave-one-out."""
+    emb, labels = load_embeddings_file(path)
+    ev = evaluate_embeddings(emb, labels, parse_metrics(metrics), backend=backend, index=index, device=device)
+    return ev.metrics
+
+
+def _run_and_recipe(run_arg: str | None):
+    from ..recipe import load_recipe
+    from ..runs import RunDir, latest_run
+
+    if run_arg is None:
+        try:
+            run = latest_run("retrieval")
+        except TransferError as e:
+            raise RetrievalError(f"{e}; or name a retrieval run: transfer retrieve RUN") from None
+        return run, load_recipe(run.recipe)
+    p = Path(run_arg)
+    if p.is_dir() and RunDir(p).recipe.is_file():
+        return RunDir(p), load_recipe(RunDir(p).recipe)
+    return None, None
+
+
+def evaluate_run(run_arg: str | None, metrics: str | None, *, data_path: str | None = None,
+                 split: str | None = None, backend: str = "auto", index: str = "flat", batch_size: int = 64,
+                 device: str = "auto", workers: int = 2, out: str | None = None) -> dict:
+    """Embed a run's (or weights file's) test split, search, score; write metrics, embeddings, index, grid."""
+    from ..eval.throughput import resolve_device
+    from ..models.weights import load_model
+    from ..runs import resolve_weights
+    from .evaluation import data_section
+
+    run, recipe = _run_and_recipe(run_arg)
+    weights = resolve_weights(run.path if run is not None else run_arg)
+    model = embedding_model(load_model(weights), str(weights))
+    data = data_section(data_path, recipe)
+    split = split or data.val_split
+    records = open_split(data, split)
+    chosen = parse_metrics(metrics or (recipe.retrieval.metrics if recipe else RetrievalSection().metrics))
+    dev = resolve_device(device)
+    model.to(dev)
+    dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
+    precision = "bf16" if dev.type == "cuda" else "fp32"  # AMP on GPU
+    emb, readable = embed(model, eval_loader(dataset, batch_size, workers), len(records), dev, precision=precision)
+    if not readable.any():
+        raise RetrievalError(f"no readable images in split {split!r} of {data.path or data.source}")
+    ev = evaluate_embeddings(emb, records.labels, chosen, is_query=records.is_query, is_gallery=records.is_gallery,
+                             readable=readable, backend=backend, index=index, device=str(dev), extra_k=5)
+    target = Path(out) if out else (run.path / "retrieval" if run is not None else Path("retrieval"))
+    files = save_outputs(target, emb, records, readable, ev)
+    return {**ev.metrics, "weights": str(weights), "split": split, "written": str(target),
+            "files": {k: str(v) for k, v in files.items()}}
+
+
+def search_images(run_arg: str | None, images: tuple[str, ...], *, topk: int = 5, backend: str = "auto",
+                  batch_size: int = 64, device: str = "auto") -> list[dict]:
+    """Embed query images with the run's model; search the gallery saved by its evaluation."""
+    from ..eval.throughput import resolve_device
+    from ..models.weights import load_model
+    from ..runs import resolve_weights
+    from .evaluation import image_paths
+
+    run, _ = _run_and_recipe(run_arg)
+    if run is None:
+        raise RetrievalError(f"{run_arg} is not a run directory; --query searches the gallery saved in a run")
+    saved = run.path / "retrieval" / "embeddings.npz"
+    if not saved.is_file():
+        raise RetrievalError(f"{run.path} has no saved gallery ({saved} is missing); run `transfer retrieve "
+                             f"{run.path}` first")
+    store = np.load(saved, allow_pickle=False)
+    gallery = np.flatnonzero(store["is_gallery"])
+    if len(gallery) == 0:
+        raise RetrievalError(f"the gallery saved in {saved} is empty")
+    paths = image_paths(images)
+    model = embedding_model(load_model(resolve_weights(run.path)), str(run.path))
+    dev = resolve_device(device)
+    model.to(dev)
+    records = FileRecords(np.zeros(len(paths), np.int64), paths, ["?"])
+    dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
+    emb, readable = embed(model, eval_loader(dataset, batch_size, 0), len(paths), dev)
+    if not readable.all():
+        bad = paths[int(np.flatnonzero(~readable)[0])]
+        raise DataError(f"query image {bad} could not be read; check the file (a JPEG/PNG image)")
+    result = knn.search(emb, store["embeddings"][gallery], topk, backend=backend, device=str(dev))
+    ids, labels, classes = store["ids"], store["labels"], store["classes"]
+    out = []
+    for i, path in enumerate(paths):
+        hits = [{"rank": r + 1, "id": str(ids[gallery[j]]), "label": str(classes[labels[gallery[j]]]),
+                 "score": float(result.scores[i, r])} for r, j in enumerate(result.indices[i]) if j >= 0]
+        out.append({"query": path, "neighbours": hits, "backend": result.backend})
+    return out
