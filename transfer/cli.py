@@ -53,7 +53,8 @@ def _print_table(title: str, columns: list[str], rows: list[list[str]], caption:
 
 
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="A table, or a JSON list of one object per model.")
 def models(fmt: str) -> None:
     """List every named model: depth, tweaks, parameters, MACs at 224 px, resolutions.
 
@@ -80,13 +81,15 @@ def models(fmt: str) -> None:
 @click.option("--resolution", default=224, show_default=True, help="Input height and width in pixels.")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="fp32, or autocast to bf16/fp16.")
-@click.option("--channels-last/--no-channels-last", default=False, show_default=True)
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True,
+              help="Convert models and inputs to the channels_last memory format.")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile each model first (compilation is not timed).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--warmup", default=2, show_default=True, help="Untimed passes per model.")
 @click.option("--repeats", default=5, show_default=True, help="Timed passes per model (median reported).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="A table, or a JSON list of model, images_per_second, ratio, peak_memory_mb.")
 def benchmark(model_names: tuple[str, ...], batch_size: int, resolution: int, dtype: str, channels_last: bool,
               compile_: bool, device: str, warmup: int, repeats: int, fmt: str) -> None:
     """Inference throughput of MODELs, timed side by side; ratios are to the first MODEL.
@@ -217,9 +220,10 @@ def finetune(recipe, backbone, out, resume, data_path, epochs, batch_size, devic
 @click.argument("weights_or_run")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--topk", default=1, show_default=True, help="Classes per image in the CSV.")
-@click.option("--out", "out_file", default="predictions.csv", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--out", "out_file", default="predictions.csv", show_default=True, type=click.Path(dir_okay=False),
+              help="The CSV file to write.")
+@click.option("--batch-size", default=64, show_default=True, help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def predict(weights_or_run, images, topk, out_file, batch_size, device) -> None:
     """Classify IMAGES (files or folders) with a weights file or a run; writes a CSV of path, class, probability."""
     from .stages.evaluation import predict_images
@@ -292,12 +296,13 @@ def _evaluate_robustness(weights_or_run, data_path, split, batch_size, device, w
 @click.option("--data", "data_path", help="Dataset: a data_prep folder, an image folder, or 'embedded' "
               "(default: the run's own validation data).")
 @click.option("--split", default=None, help="Split to evaluate (default: the recipe's validation split).")
-@click.option("--batch-size", default=64, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--workers", default=2, show_default=True)
+@click.option("--batch-size", default=64, show_default=True, help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", default=2, show_default=True, help="Data-loading worker processes.")
 @click.option("--save-logits", type=click.Path(dir_okay=False),
               help="Also write the logits as a .npy file, one row per image (teacher logits for distillation).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="A table, or one JSON object of the metrics.")
 @robustness_options
 def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt, **robust) -> None:
     """Top-1 / top-5 accuracy of a weights file or a run directory (its best weights).

@@ -332,21 +332,35 @@ def save_recipe(recipe: Recipe, path: Path) -> None:
     atomic_write_bytes(path, f"# resolved recipe (hash {recipe.hash()})\n{text}".encode())
 
 
+def _type_name(tp) -> str:
+    """`int`, `list[float]`, `str | None`: the annotation as a reader of the reference would write it."""
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__name__
+    return str(tp).replace("typing.", "").replace("NoneType", "None")
+
+
 def schema_reference() -> list[dict]:
-    """Every key with its type, default and help: the source of the generated recipe reference."""
+    """Every key with its section, type, default, allowed values and help: the source of docs/recipe-reference.md."""
     rows: list[dict] = []
 
-    def walk(cls, prefix: str):
+    def walk(cls, prefix: str, section: str):
         hints = typing.get_type_hints(cls)
         inst = cls()
         for f in dataclasses.fields(cls):
             key = f"{prefix}{f.name}"
             if dataclasses.is_dataclass(hints[f.name]):
-                walk(hints[f.name], key + ".")
+                walk(hints[f.name], key + ".", section or f.name)
                 continue
-            rows.append({"key": key, "type": str(hints[f.name]).replace("typing.", ""),
+            rows.append({"key": key, "section": section, "type": _type_name(hints[f.name]),
                          "default": getattr(inst, f.name), "help": f.metadata.get("help", ""),
-                         "choices": f.metadata.get("choices")})
+                         "choices": f.metadata.get("choices"), "min": f.metadata.get("min"),
+                         "max": f.metadata.get("max")})
 
-    walk(Recipe, "")
+    walk(Recipe, "", "")
     return rows
+
+
+def section_help() -> dict[str, str]:
+    """The one-line help of each top-level section (`model`: the network, ...)."""
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(Recipe) if "help" in f.metadata
+            and dataclasses.is_dataclass(typing.get_type_hints(Recipe)[f.name])}
