@@ -36,6 +36,7 @@ TINY = {
     "evaluate": ["--workers", "0"],
     "evaluate --robustness": ["--limit", "20", "--severities", "1"],
     "retrieve": ["--workers", "0"],
+    "demo": ["--quick", "--workers", "0"],
 }
 
 

@@ -127,12 +127,17 @@ class ShardSampler(Sampler):
             yield self.indices[b * self.batch_size:(b + 1) * self.batch_size]
 
 
-def make_loader(dataset: Dataset, sampler: Sampler, workers: int, *, pin_memory: bool = False) -> DataLoader:
+def make_loader(dataset: Dataset, sampler: Sampler, workers: int, *, pin_memory: bool = False,
+                persistent: bool = False) -> DataLoader:
+    """`persistent` keeps the worker processes between epochs (a loader iterated once per epoch): forking
+    them anew cost a second or two per epoch. Safe here because the samplers' keys carry the epoch."""
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                      pin_memory=pin_memory, persistent_workers=False,
+                      pin_memory=pin_memory, persistent_workers=persistent and workers > 0,
                       prefetch_factor=4 if workers else None)
 
 
-def eval_loader(dataset: Dataset, batch_size: int, workers: int, *, rank: int = 0, world: int = 1) -> DataLoader:
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, *, rank: int = 0, world: int = 1,
+                persistent: bool = False) -> DataLoader:
     """Every sample once (shared out to `world` processes, the last batch may be short)."""
-    return make_loader(dataset, ShardSampler(len(dataset), batch_size, rank=rank, world=world), workers)
+    return make_loader(dataset, ShardSampler(len(dataset), batch_size, rank=rank, world=world), workers,
+                       persistent=persistent)

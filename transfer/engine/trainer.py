@@ -195,7 +195,7 @@ class Trainer:
                 observer.message("resumed %s at epoch %d, step %d", self.run.path, self.state.epoch + 1,
                                  self.state.step)
             self.run.update_info(status="running")
-        val = eval_loader(self.val_set, micro, r.runtime.workers, rank=d.rank, world=d.world) \
+        val = eval_loader(self.val_set, micro, r.runtime.workers, rank=d.rank, world=d.world, persistent=True) \
             if self.val_set is not None else None
         previous = self._install_signals()
         status = "finished"
@@ -231,9 +231,10 @@ class Trainer:
         ckpt_every = r.output.checkpoint_every_steps
         last_val: dict = {}
         net.train()
+        loader = make_loader(self.train_set, sampler, r.runtime.workers, pin_memory=dev.type == "cuda",
+                             persistent=True)
         while st.epoch < epochs:
             sampler.set_epoch(st.epoch, st.micro_batch)
-            loader = make_loader(self.train_set, sampler, r.runtime.workers, pin_memory=dev.type == "cuda")
             bad_count, bad_first = 0, []
             loss_sum = torch.zeros((), device=dev)
             for batch in loader:
