@@ -6,10 +6,10 @@ side by side with a plain FAISS IndexFlatIP search with the same k.
 
 Every item is a query against all the others (leave-one-out, as Recall@K on SOP). The embeddings are
 synthetic but shaped like SOP's test set: 11,316 classes of ~5 images, each image its class centre plus
-noise (Recall@1 about 0.8, like a good SOP model), L2-normalised. Each measurement runs in a fresh process, so its peak memory (the rise of the
-resident-set high-water mark over the embeddings already loaded) is its own. Exact backends are checked to
-return the same neighbours as the baseline (up to ties: equal scores in another order); approximate indexes
-report the fraction of the exact top-k they find. Writes results/retrieval.json and results/retrieval.md.
+noise (Recall@1 about 0.8, like a good SOP model), L2-normalised. Each measurement runs in a fresh
+process, so its peak memory (the rise of the resident-set high-water mark over the embeddings already
+loaded) is its own. Exact backends are checked to return the same neighbours as the baseline (up to ties:
+equal scores in another order); approximate indexes report the fraction of the exact top-k they find. Writes results/retrieval.json and results/retrieval.md.
 """
 
 from __future__ import annotations
@@ -137,19 +137,22 @@ def run(args) -> dict:
                     row["recall_vs_exact"] = float(np.sum(found) / base_idx.size)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    return {"date": dt.date.today().isoformat(), "machine": {**describe_machine(torch.device("cpu")), "faiss": faiss.__version__}, "n": args.n, "k": args.k,
+    machine_info = {**describe_machine(torch.device("cpu")), "faiss": faiss.__version__}
+    return {"date": dt.date.today().isoformat(), "machine": machine_info, "n": args.n, "k": args.k,
             "classes": args.classes, "rows": rows}
 
 
 def machine(m: dict) -> str:
-    return f"{m['cpus']} CPUs ({m['processor']}), {m['threads']} torch threads, torch {m['torch']}, faiss {m['faiss']}"
+    return (f"{m['cpus']} CPUs ({m['processor']}), {m['threads']} torch threads, torch {m['torch']}, "
+            f"faiss {m['faiss']}")
 
 
 def markdown(result: dict) -> str:
     lines = [f"# Retrieval search at SOP test size ({result['n']:,} embeddings, every one a query, k={result['k']})",
-             "", f"{result['date']}; {machine(result['machine'])}. One fresh process per row; peak memory = rise of the "
-             "resident high-water mark over the loaded embeddings. Ratio = time / FAISS IndexFlatIP's.", "",
-             "| dim | backend | seconds | ratio | peak memory / embeddings | same neighbours | Recall@1 | recall vs exact |",
+             "", f"{result['date']}; {machine(result['machine'])}. One fresh process per row; peak memory = rise "
+             "of the resident high-water mark over the loaded embeddings. Ratio = time / FAISS IndexFlatIP's.", "",
+             "| dim | backend | seconds | ratio | peak memory / embeddings | same neighbours | Recall@1 | "
+             "recall vs exact |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         same = "approximate" if not r["exact"] else ("yes" if r.get("identical") else "NO")

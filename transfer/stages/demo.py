@@ -138,8 +138,9 @@ def write_report(res: DemoResult, *, seed: int, quick: bool) -> None:
           f"Total {total / 60:.1f} min: " + ", ".join(f"{k} {v:.0f} s" for k, v in res.seconds.items()) + ".", "",
           "Pretraining on procedurally generated shapes, then scikit-learn's digits: classification (seeded 70/30 "
           "split) and zero-shot retrieval (trained on digits 0-4, searched on 5-9, leave-one-out), each from the "
-          "pretrained backbone and from random initialisation; robustness is the error under 15 corruptions "
-          "(unnormalised mCE, lower is better).", "",
+          "pretrained backbone and from random initialisation; robustness is the classifiers' error under the 15 "
+          "ImageNet-C corruptions (unnormalised mCE, lower is better; {limit} validation digits, severities "
+          "{severities}).".format(**ROBUSTNESS["quick" if quick else "full"]), "",
           "| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     md += [""] + [f"## {title}\n\n![{title}]({path.as_posix()})\n" for title, path in figures]
