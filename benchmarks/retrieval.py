@@ -43,6 +43,12 @@ def _rss_peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+def _rss_now() -> int:
+    # the current resident set, not the high-water mark: loading the file may have peaked above it
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def worker(backend: str, path: str, k: int, out: str) -> None:
     """One measurement in this process: load, search, report seconds and peak memory rise."""
     import faiss  # imports first: neither their time nor their memory is the search's
@@ -50,7 +56,7 @@ def worker(backend: str, path: str, k: int, out: str) -> None:
     from transfer.eval.index import search
 
     emb = np.load(path)
-    base = _rss_peak()
+    base = _rss_now()
     t = time.perf_counter()
     if backend == "faiss-flat":  # the baseline: what a user would write with FAISS directly
         index = faiss.IndexFlatIP(emb.shape[1])
@@ -125,7 +131,8 @@ def run(args) -> dict:
             rows.append({"dim": d, "backend": "faiss IndexFlatIP (baseline)", **base_info,
                          "embeddings_bytes": size, "ratio_time": 1.0, "identical": True,
                          "recall@1": exact_recall})
-            for backend in args.backends + [f"faiss-cpu:{a}" for a in args.approx]:
+            approx = [f"faiss-cpu:{a}" for a in args.approx] if d == args.dims[0] else []
+            for backend in args.backends + approx:
                 info, scores, idx = measure(backend, path, args.k, tmp)
                 row = {"dim": d, "backend": backend, **info, "embeddings_bytes": size,
                        "ratio_time": info["seconds"] / base_info["seconds"], "recall@1": recall_at_1(idx, labels)}
@@ -169,7 +176,8 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=11316, help="classes (SOP test: 11,316)")
     p.add_argument("--k", type=int, default=10, help="neighbours per query")
     p.add_argument("--backends", type=lambda s: s.split(","), default=["faiss-cpu", "torch"])
-    p.add_argument("--approx", type=lambda s: [x for x in s.split(",") if x], default=["hnsw", "ivf"])
+    p.add_argument("--approx", type=lambda s: [x for x in s.split(",") if x], default=["hnsw", "ivf"],
+                   help="approximate indexes to compare (at the first dimension only)")
     p.add_argument("--out", type=Path, default=RESULTS / "retrieval")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--file", help=argparse.SUPPRESS)

@@ -25,13 +25,13 @@ from ..recipes import find_recipe
 log = logging.getLogger("transfer")
 
 # `quick` shrinks every stage to seconds: for tests and smoke checks, not for reading the numbers.
+_SMALL = {"model": {"options": {"width": 0.125, "sk_min_dim": 4}}, "schedule": {"epochs": 1},
+          "augment": {"train_resolution": 32, "eval_resolution": 32, "eval_resize": 32}}
 QUICK = {
-    "pretrain": {"data": {"embedded": {"classes": 6, "train_per_class": 24, "val_per_class": 8}},
-                 "schedule": {"epochs": 1}},
-    "finetune": {"schedule": {"epochs": 1}, "data": {"embedded": {"resolution": 32}},
-                 "augment": {"train_resolution": 32, "eval_resolution": 32, "eval_resize": 32}},
-    "retrieval": {"schedule": {"epochs": 1}, "data": {"embedded": {"resolution": 32}},
-                  "augment": {"train_resolution": 32, "eval_resolution": 32, "eval_resize": 32}},
+    "pretrain": {**_SMALL, "data": {"embedded": {"classes": 6, "train_per_class": 24, "val_per_class": 8,
+                                                 "resolution": 32}}},
+    "finetune": {**_SMALL, "data": {"embedded": {"resolution": 32}, "val_fraction": 0.5}},
+    "retrieval": {**_SMALL, "data": {"embedded": {"resolution": 32}}},
 }
 ROBUSTNESS = {"full": {"limit": 300, "severities": "1,3,5"}, "quick": {"limit": 24, "severities": "3"}}
 
