@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,14 +38,19 @@ def make_embeddings(n: int, d: int, classes: int, seed: int = 0, noise: float = 
     return x, labels.astype(np.int64)
 
 
-def _rss_peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _rss_now() -> int:
-    # the current resident set, not the high-water mark: loading the file may have peaked above it
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _reset_peak() -> None:
+    # Linux (>= 4.0): writing 5 to clear_refs resets the resident high-water mark (VmHWM) to the current
+    # resident set, so the peak read afterwards is the search's own, not the imports' or the file load's
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def worker(backend: str, path: str, k: int, out: str) -> None:
@@ -56,7 +60,8 @@ def worker(backend: str, path: str, k: int, out: str) -> None:
     from transfer.eval.index import search
 
     emb = np.load(path)
-    base = _rss_now()
+    _reset_peak()
+    base = _status("VmRSS")
     t = time.perf_counter()
     if backend == "faiss-flat":  # the baseline: what a user would write with FAISS directly
         index = faiss.IndexFlatIP(emb.shape[1])
@@ -74,7 +79,7 @@ def worker(backend: str, path: str, k: int, out: str) -> None:
         res = search(emb, emb, k, self_index=np.arange(len(emb)), backend=name, index=kind or "flat")
         scores, indices, note, exact = res.scores, res.indices, res.note, res.exact
     seconds = time.perf_counter() - t
-    peak = _rss_peak() - base
+    peak = _status("VmHWM") - base
     np.savez(out, scores=scores, indices=indices)
     print(json.dumps({"seconds": seconds, "peak_bytes": peak, "note": note, "exact": exact}))
 

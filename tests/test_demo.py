@@ -1,21 +1,41 @@
-"""`transfer demo --quick`: every stage really runs, and every figure in its summary and report is the one
-its own run directory holds."""
+"""`transfer demo`, as the README's quickstart and docs/commands/demo.md run it, with --quick: every stage
+really runs, and every figure in its summary and report is the one its own run directory holds.
+
+tests/test_docs.py skips those two blocks (their markers say so): this module runs them, once."""
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
+from tests.doc_blocks import sh_blocks
 from tests.training_helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def documented_demo_commands() -> list[list[str]]:
+    """The `transfer demo` commands of the README's quickstart and of the demo page, as written."""
+    found = []
+    for page in (ROOT / "README.md", ROOT / "docs" / "commands" / "demo.md"):
+        found += [c.args for b in sh_blocks(page) for c in b.commands() if c.program == "transfer"
+                  and c.args[:1] == ["demo"]]
+    return found
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
+    commands = documented_demo_commands()
+    assert [c[:1] for c in commands] == [["demo"], ["demo"]]  # the quickstart's and the page's
+    args = max(commands, key=len)  # the page's example: --out runs/demo --seed 1
     tmp = tmp_path_factory.mktemp("demo")
-    res = run_cli(tmp, "demo", "--quick", "--out", tmp / "d", "--workers", "0")
-    return tmp / "d", res
+    out = tmp / args[args.index("--out") + 1]
+    res = run_cli(tmp, *[str(out) if a == str(out.relative_to(tmp)) else a for a in args],
+                  "--quick", "--workers", "0")
+    return out, res
 
 
 def test_summary_matches_the_runs(demo):
