@@ -12,9 +12,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
-from tests.training_helpers import cli_env, run_cli, tiny_recipe
+from tests.training_helpers import run_cli, tiny_recipe
+from transfer.cli import cli
 from transfer.engine.losses import angular_margin
 from transfer.models.layers import CosineClassifier
 
@@ -32,6 +34,15 @@ RETRIEVAL = {
                   "metrics": ["recall@1", "recall@4", "map@r"], "select": "recall@1"},
     "output": {"checkpoint_every_steps": 0, "log_every_steps": 5},
 }
+
+
+def invoke(tmp, *args, check: bool = True, **env):
+    """`transfer ARGS` in this process (the training run above is a real subprocess; these reuse it)."""
+    res = CliRunner().invoke(cli, [str(a) for a in args], prog_name="transfer",
+                             env={"TRANSFER_CACHE": str(tmp / "cache"), **env})
+    if check and res.exit_code != 0:
+        raise AssertionError(f"transfer {' '.join(map(str, args))} exited {res.exit_code}:\n{res.output[-3000:]}")
+    return res
 
 
 def brute_recall_at_1(emb, labels, queries, gallery, tie=1e-5):
@@ -128,14 +139,8 @@ def test_zero_shot_run_writes_everything(run):
 
 def test_retrieve_json_and_latest_run(run):
     tmp, path, _ = run
-    env = dict(cli_env(tmp), TRANSFER_RUNS=str(tmp))
-    import subprocess
-    import sys
-
-    res = subprocess.run([sys.executable, "-m", "transfer", "retrieve", "--eval", "recall@1,recall@2,precision@2",
-                          "--format", "json", "--backend", "torch", "--out", str(tmp / "again")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert res.returncode == 0, res.stderr
+    res = invoke(tmp, "retrieve", "--eval", "recall@1,recall@2,precision@2", "--format", "json", "--backend",
+                 "torch", "--out", tmp / "again", "--workers", "0", TRANSFER_RUNS=str(tmp))
     scores = json.loads(res.stdout)
     assert list(scores) == ["recall@1", "recall@2", "precision@2"]
     saved = json.loads((path / "retrieval" / "metrics.json").read_text())
@@ -155,7 +160,7 @@ def test_retrieve_saved_embeddings_file(run, tmp_path):
     store = np.load(path / "retrieval" / "embeddings.npz")
     f = tmp_path / "e.npz"
     np.savez(f, embeddings=store["embeddings"] * 3.0, labels=store["labels"])  # not normalised: it will be
-    res = run_cli(tmp_path, "retrieve", "--embeddings", f, "--eval", "recall@1", "--format", "json")
+    res = invoke(tmp_path, "retrieve", "--embeddings", f, "--eval", "recall@1", "--format", "json")
     n = len(store["labels"])
     assert within(json.loads(res.stdout)["recall@1"],
                   brute_recall_at_1(store["embeddings"], store["labels"], range(n), range(n)))
@@ -169,7 +174,7 @@ def test_query_images_search_the_saved_gallery(run, tmp_path):
     digit = load_digits().images[5 + 10 * 3]  # a real digit 5, at the demo's scale
     img = Image.fromarray((digit / 16 * 255).astype(np.uint8)).resize((32, 32)).convert("RGB")
     img.save(tmp_path / "q.png")
-    res = run_cli(tmp_path, "retrieve", path, "--query", tmp_path / "q.png", "--topk", "4", "--format", "json")
+    res = invoke(tmp_path, "retrieve", path, "--query", tmp_path / "q.png", "--topk", "4", "--format", "json")
     (item,) = json.loads(res.stdout)
     assert [h["rank"] for h in item["neighbours"]] == [1, 2, 3, 4]
     scores = [h["score"] for h in item["neighbours"]]
@@ -193,8 +198,8 @@ def test_separate_query_and_gallery_from_a_csv_table(run, tmp_path):
         w = csv.writer(f)
         w.writerow(["path", "label", "split", "is_query", "is_gallery"])
         w.writerows(rows)
-    res = run_cli(tmp_path, "retrieve", path / "weights" / "best.safetensors", "--data", tmp_path / "table.csv",
-                  "--split", "test", "--eval", "recall@1", "--out", tmp_path / "out")
+    res = invoke(tmp_path, "retrieve", path / "weights" / "best.safetensors", "--data", tmp_path / "table.csv",
+                 "--split", "test", "--eval", "recall@1", "--out", tmp_path / "out", "--workers", "0")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     store = np.load(tmp_path / "out" / "embeddings.npz")
     queries, gallery = np.flatnonzero(store["is_query"]), np.flatnonzero(store["is_gallery"])
@@ -222,17 +227,15 @@ def test_one_line_errors(run, tmp_path):
          "the gallery is empty"),
         (["retrieve", tmp_path / "norun"], "has no weights yet"),
     ]
+    cases.append((["retrieve"], "no retrieval run found"))
     for args, message in cases:
-        res = run_cli(tmp_path, *args, check=False)
+        res = invoke(tmp_path, *args, "--workers", "0", check=False, TRANSFER_RUNS=str(tmp_path / "none"))
         lines = res.stderr.strip().splitlines()
-        assert res.returncode == 2, (args, res.stderr)
+        assert res.exit_code == 2, (args, res.output)
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (args, res.stderr)
-    env = dict(cli_env(tmp_path), TRANSFER_RUNS=str(tmp_path / "none"))
-    import subprocess
-    import sys
-
-    res = subprocess.run([sys.executable, "-m", "transfer", "retrieve"], capture_output=True, text=True, env=env)
-    assert res.returncode == 2 and "no retrieval run found" in res.stderr
+    # and the same through a real interpreter, as a user runs it
+    res = run_cli(tmp_path, "retrieve", "--embeddings", bad, check=False)
+    assert res.returncode == 2 and res.stderr.strip().startswith("error:") and len(res.stderr.splitlines()) == 1
 
 
 def test_recipe_checks(tmp_path):
