@@ -7,6 +7,7 @@ cache folder those JPEG files are written once and read back on later evaluation
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import io
 import os
@@ -27,12 +28,16 @@ from .transforms import _INTERP, Preprocessing
 PAPER_JPEG_QUALITY = 85  # the quality corrupted sets are stored at (ImageNet-C; the paper, section 4.3)
 
 
-class _EvalImages(Dataset):
-    """Shared part: item k is image indices[k % n] under task k // n; resize like eval_transform, normalise."""
+class _EvalImages(Dataset, abc.ABC):
+    """Shared part: item k is image indices[k % n] under task k // n; resize like eval_transform, normalise.
+    Subclasses say what one task makes of one image (`make`)."""
 
     def __init__(self, records: Records, indices: np.ndarray, prep: Preprocessing, tasks: list, seed: int = 0):
         self.records, self.indices, self.prep, self.tasks, self.seed = records, np.asarray(indices), prep, tasks, seed
-        self.resize = T.Resize(prep.eval_resize, interpolation=_INTERP[prep.interpolation], antialias=True)
+        # as eval_transform: the shorter side to eval_resize (then a centre crop), or with eval_crop "none" the
+        # whole image to an eval_resolution square (the centre crop then keeps it all)
+        size = (prep.eval_resolution,) * 2 if prep.eval_crop == "none" else prep.eval_resize
+        self.resize = T.Resize(size, interpolation=_INTERP[prep.interpolation], antialias=True)
         self.mean = torch.tensor(prep.mean).view(3, 1, 1)
         self.std = torch.tensor(prep.std).view(3, 1, 1)
 
@@ -61,8 +66,9 @@ class _EvalImages(Dataset):
             return BadSample(k, self.records.ids[index], str(e))
         return self.to_tensor(images), int(self.records.labels[index]), k
 
+    @abc.abstractmethod
     def make(self, task, index: int) -> np.ndarray:
-        raise NotImplementedError
+        """The uint8 image (or frames) that `task` makes of record `index`."""
 
 
 class CorruptedImages(_EvalImages):

@@ -76,10 +76,8 @@ def relevant_counts(query_labels: np.ndarray, gallery_labels: np.ndarray, self_i
                     ) -> np.ndarray:
     """R per query: gallery items with the query's label, not counting the query itself."""
     classes, counts = np.unique(gallery_labels, return_counts=True)
-    pos = np.searchsorted(classes, query_labels)
-    pos = np.clip(pos, 0, len(classes) - 1)
-    found = classes[pos] == query_labels if len(classes) else np.zeros(len(query_labels), bool)
-    r = np.where(found, counts[pos] if len(classes) else 0, 0).astype(np.int64)
+    per_class = dict(zip(classes.tolist(), counts.tolist(), strict=True))
+    r = np.array([per_class.get(q, 0) for q in np.asarray(query_labels).tolist()], dtype=np.int64)
     if self_index is not None:
         r -= (np.asarray(self_index) >= 0).astype(np.int64)
     return r

@@ -236,18 +236,29 @@ def write_grid(path: Path, records: Records, ev: Evaluation, rows: int = 6, k: i
     return path
 
 
+def score_and_save(model: nn.Module, records: Records, dataset, metrics: list[Metric], out: Path, *,
+                   device: torch.device, precision: str, backend: str, index: str = "flat", batch_size: int = 64,
+                   workers: int = 2) -> tuple[Evaluation, dict[str, Path]]:
+    """Embed every record, search, score, and write metrics, embeddings, index and grid into `out`."""
+    emb, readable = embed(model, eval_loader(dataset, batch_size, workers), len(records), device,
+                          precision=precision)
+    if not readable.any():
+        raise RetrievalError(f"no readable images among the {len(records)} to embed")
+    ev = evaluate_embeddings(emb, records.labels, metrics, is_query=records.is_query, is_gallery=records.is_gallery,
+                             readable=readable, backend=backend, index=index, device=str(device),
+                             extra_k=5)  # the grid shows 5 neighbours
+    return ev, save_outputs(out, emb, records, readable, ev)
+
+
 def retrieval_report(run, records: Records, dataset, recipe: Recipe, device: torch.device) -> dict:
     """After training: evaluate the best weights on the test split and write RUN/retrieval/."""
     from ..models.weights import load_model
     from ..runs import resolve_weights
 
     model = load_model(resolve_weights(run.path)).to(device)
-    loader = eval_loader(dataset, 64, recipe.runtime.workers)
-    emb, readable = embed(model, loader, len(records), device, precision=recipe.runtime.precision)
-    metrics = parse_metrics(recipe.retrieval.metrics)
-    ev = evaluate_embeddings(emb, records.labels, metrics, is_query=records.is_query, is_gallery=records.is_gallery,
-                             readable=readable, backend=recipe.retrieval.backend, device=str(device), extra_k=5)
-    save_outputs(run.path / "retrieval", emb, records, readable, ev)
+    ev, _ = score_and_save(model, records, dataset, parse_metrics(recipe.retrieval.metrics), run.path / "retrieval",
+                           device=device, precision=recipe.runtime.precision, backend=recipe.retrieval.backend,
+                           workers=recipe.runtime.workers)
     return {f"test_{k}": v for k, v in ev.metrics.items() if isinstance(v, float)}
 
 
@@ -318,14 +329,10 @@ def evaluate_run(run_arg: str | None, metrics: str | None, *, data_path: str | N
     dev = resolve_device(device)
     model.to(dev)
     dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
-    precision = "bf16" if dev.type == "cuda" else "fp32"  # AMP on GPU
-    emb, readable = embed(model, eval_loader(dataset, batch_size, workers), len(records), dev, precision=precision)
-    if not readable.any():
-        raise RetrievalError(f"no readable images in split {split!r} of {data.path or data.source}")
-    ev = evaluate_embeddings(emb, records.labels, chosen, is_query=records.is_query, is_gallery=records.is_gallery,
-                             readable=readable, backend=backend, index=index, device=str(dev), extra_k=5)
     target = Path(out) if out else (run.path / "retrieval" if run is not None else Path("retrieval"))
-    files = save_outputs(target, emb, records, readable, ev)
+    ev, files = score_and_save(model, records, dataset, chosen, target, device=dev,
+                               precision="bf16" if dev.type == "cuda" else "fp32",  # AMP on GPU
+                               backend=backend, index=index, batch_size=batch_size, workers=workers)
     return {**ev.metrics, "weights": str(weights), "split": split, "written": str(target),
             "files": {k: str(v) for k, v in files.items()}}
 
