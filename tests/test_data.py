@@ -2,17 +2,19 @@
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from transfer.data import embedded
 from transfer.data.loader import EpochBatchSampler, ShardSampler, TransformedDataset, collate, make_loader
 from transfer.data.ondisk import DatasetWriter
-from transfer.data.sources import DataError, open_split
-from transfer.data.transforms import PAPER_MEAN, eval_transform, resolve, train_transform
+from transfer.data.sources import BadImage, DataError, decode_tensor, open_split
+from transfer.data.transforms import PAPER_MEAN, Normalize, eval_transform, resolve, train_transform
 from transfer.models.zoo import InputSpec
 from transfer.recipe import AugmentSection, DataSection, EmbeddedSection
 
@@ -113,6 +115,7 @@ class TestSources:
         rec = open_split(DataSection(source="hub", path=str(tmp_path)), "train")
         assert rec.classes == ["cat", "dog"] and rec.labels.tolist() == [0, 1, 1]
         assert rec.load(2).mode == "RGB"
+        assert torch.equal(rec.load_tensor(2), pil_to_tensor(rec.load(2)))
         with pytest.raises(DataError, match="no column 'img'"):
             open_split(DataSection(source="hub", path=str(tmp_path), image_column="img"), "train")
 
@@ -134,6 +137,35 @@ class TestBadImages:
         assert set(reasons) == {"trunc.jpg", "text.jpg", "i16.png"}
         assert "mode I;16" in reasons["i16.png"]
 
+    def test_tensor_decoding_gives_pils_pixels_and_verdicts(self, tmp_path):
+        """load_tensor decodes JPEGs without PIL; PIL's decoding is the reference for pixels and bad images."""
+        rng = np.random.default_rng(0)
+        noisy = Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+        files = {"ok.jpg": jpeg(), "grey.jpg": jpeg(mode="L"), "cmyk.jpg": jpeg(mode="CMYK"),
+                 "png.jpg": jpeg(fmt="PNG"), "rgba.png": jpeg(fmt="PNG", mode="RGBA"), "trunc.jpg": jpeg()[:200],
+                 "text.jpg": b"hello", "empty.jpg": b"", "i16.png": jpeg(fmt="PNG", mode="I;16")}
+        for quality, subsampling in ((95, 0), (75, 2)):
+            buf = io.BytesIO()
+            noisy.save(buf, "JPEG", quality=quality, subsampling=subsampling, progressive=subsampling == 2)
+            files[f"noisy{quality}.jpg"] = buf.getvalue()
+        write_folder(tmp_path, {"train": {"a": files}})
+        rec = open_split(DataSection(source="folder", path=str(tmp_path)), "train")
+        verdicts = 0
+        for i, path in enumerate(rec.ids):
+            try:
+                reference = pil_to_tensor(rec.load(i))
+            except BadImage:
+                with pytest.raises(BadImage):
+                    rec.load_tensor(i)
+                verdicts += 1
+                continue
+            x = rec.load_tensor(i)
+            assert x.dtype == torch.uint8 and torch.equal(x, reference), path
+            assert torch.equal(decode_tensor(Path(path).read_bytes()), reference)  # from bytes (hub, disk)
+        assert verdicts == 4  # trunc, text, empty, i16
+        with pytest.raises(BadImage):
+            decode_tensor(tmp_path / "missing.jpg")
+
     def test_an_all_bad_batch_is_empty(self, tmp_path):
         rec = self.make(tmp_path)
         ds = TransformedDataset(rec, lambda im: torch.zeros(1))
@@ -154,6 +186,37 @@ class TestTransforms:
         x = eval_transform(paper)(Image.new("RGB", (200, 200), (255, 128, 0)))
         torch.testing.assert_close(x[:, 0, 0], torch.tensor([255 - PAPER_MEAN[0] * 255, 128 - PAPER_MEAN[1] * 255,
                                                             0 - PAPER_MEAN[2] * 255]), rtol=0, atol=1e-3)
+
+    def test_normalize_matches_torchvision_on_any_layout(self):
+        from torchvision.transforms import v2 as T
+
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        reference = T.Compose([T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)])
+        hwc = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        for x in (hwc[0].permute(2, 0, 1), hwc[0].permute(2, 0, 1).contiguous(), hwc.movedim(-1, -3)):
+            y = Normalize(mean, std)(x)
+            assert y.dtype == torch.float32 and y.is_contiguous()
+            torch.testing.assert_close(y, reference(x.contiguous()), rtol=0, atol=1e-5)
+        assert x.dtype == torch.uint8  # the input is not modified in place
+
+    @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+    @pytest.mark.parametrize("eval_crop", ["center", "none"])
+    def test_tensor_resampling_agrees_with_pil(self, interpolation, eval_crop):
+        """Evaluation resizes a uint8 tensor; torchvision's PIL pipeline with the same sizes is the reference."""
+        import torchvision.transforms as classic
+
+        rng = np.random.default_rng(0)
+        smooth = np.kron(rng.integers(0, 256, (30, 40, 3)), np.ones((10, 10, 1))).astype(np.uint8)  # 300x400
+        img = Image.fromarray(smooth)
+        prep = resolve(AugmentSection(interpolation=interpolation, eval_crop=eval_crop), InputSpec(224, 224, 256))
+        mode = getattr(classic.InterpolationMode, interpolation.upper())
+        size = (224, 224) if eval_crop == "none" else 256
+        reference = classic.Compose([classic.Resize(size, mode), classic.CenterCrop(224), classic.ToTensor(),
+                                     classic.Normalize(prep.mean, prep.std)])
+        ours, theirs = eval_transform(prep)(img), reference(img)
+        std = torch.tensor(prep.std).view(3, 1, 1)
+        levels = ((ours - theirs) * std * 255).abs()  # in grey levels: almost all equal, none off by more than 2
+        assert ours.shape == theirs.shape and levels.mean() < 0.05 and levels.max() < 2.01
 
     def test_augmentation_is_a_function_of_seed_epoch_index(self):
         rec = open_split(DataSection(embedded=EmbeddedSection(2, 2, 1, 32)), "train")

@@ -17,13 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import v2 as T
 
 from ..eval.corruptions import corrupt, corruption_rng, jpeg_bytes
 from ..eval.perturbations import centre_crop, perturbation_rng, sequence
 from .loader import BadSample
 from .sources import BadImage, Records
-from .transforms import _INTERP, Preprocessing
+from .transforms import Normalize, Preprocessing, eval_resize
 
 PAPER_JPEG_QUALITY = 85  # the quality corrupted sets are stored at (ImageNet-C; the paper, section 4.3)
 
@@ -34,12 +33,7 @@ class _EvalImages(Dataset, abc.ABC):
 
     def __init__(self, records: Records, indices: np.ndarray, prep: Preprocessing, tasks: list, seed: int = 0):
         self.records, self.indices, self.prep, self.tasks, self.seed = records, np.asarray(indices), prep, tasks, seed
-        # as eval_transform: the shorter side to eval_resize (then a centre crop), or with eval_crop "none" the
-        # whole image to an eval_resolution square (the centre crop then keeps it all)
-        size = (prep.eval_resolution,) * 2 if prep.eval_crop == "none" else prep.eval_resize
-        self.resize = T.Resize(size, interpolation=_INTERP[prep.interpolation], antialias=True)
-        self.mean = torch.tensor(prep.mean).view(3, 1, 1)
-        self.std = torch.tensor(prep.std).view(3, 1, 1)
+        self.resize, self.normalize = eval_resize(prep), Normalize(prep.mean, prep.std)
 
     def __len__(self) -> int:
         return len(self.tasks) * len(self.indices)
@@ -50,13 +44,12 @@ class _EvalImages(Dataset, abc.ABC):
         return self.tasks[t], int(self.indices[j])
 
     def resized(self, index: int) -> np.ndarray:
-        return np.asarray(self.resize(self.records.load(index)))
+        """(H, W, 3) uint8, resized as eval_transform resizes (on a tensor, not with PIL)."""
+        return self.resize(self.records.load_tensor(index)).permute(1, 2, 0).numpy()
 
     def to_tensor(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (..., H, W, 3) -> normalised float (..., 3, H, W)."""
-        x = torch.from_numpy(np.array(images))  # a copy: decoded arrays are read-only
-        x = x.movedim(-1, -3).float().div_(255)
-        return (x - self.mean) / self.std
+        return self.normalize(torch.from_numpy(np.array(images)).movedim(-1, -3))  # a copy: arrays may be read-only
 
     def __getitem__(self, k: int):
         task, index = self.locate(k)

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from .sources import BadImage, Records
+from .transforms import takes_tensors
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -35,6 +36,7 @@ class TransformedDataset(Dataset):
         self.records = records
         self.transform = transform
         self.seed = seed
+        self.load = records.load_tensor if takes_tensors(transform) else records.load
 
     def __len__(self) -> int:
         return len(self.records)
@@ -42,7 +44,7 @@ class TransformedDataset(Dataset):
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         try:
-            image = self.records.load(index)
+            image = self.load(index)
         except BadImage as e:
             return BadSample(index, self.records.ids[index], str(e))
         s = sample_seed(self.seed, epoch, index)

@@ -1,7 +1,8 @@
 """Where images come from, behind one interface: the embedded set, a data_prep folder, an image folder, the hub.
 
-Every source gives `Records`: a length, a label per index, an identifier (path or id) per index, and `load(i)`
-that returns an RGB PIL image or raises `BadImage`. Class names travel with the records.
+Every source gives `Records`: a length, a label per index, an identifier (path or id) per index, `load(i)`
+that returns an RGB PIL image or raises `BadImage`, and `load_tensor(i)`, the same pixels as a uint8 (3, H, W)
+tensor. Class names travel with the records.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
+from torchcodec.decoders import decode_jpeg
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..errors import TransferError
 from ..recipe import DataSection
@@ -44,6 +48,23 @@ def decode_image(data: bytes | str | Path) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")  # most photos are RGB already: no copy
 
 
+_JPEG_START = b"\xff\xd8\xff"
+
+
+def decode_tensor(data: bytes | str | Path) -> torch.Tensor:
+    """`decode_image` as a uint8 (3, H, W) tensor. JPEGs go straight to a tensor through TorchCodec's libjpeg-turbo
+    decoder: the same pixels as PIL's (grey and CMYK files converted alike) in about two thirds of the time of
+    decoding with PIL and converting. Anything else, and any JPEG that decoder refuses (truncated, unsupported),
+    goes through PIL, which decides whether it is a bad image."""
+    try:
+        raw = data if isinstance(data, bytes) else Path(data).read_bytes()
+        if raw.startswith(_JPEG_START):
+            return decode_jpeg(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode="RGB")
+    except (OSError, RuntimeError):
+        pass  # unreadable or refused: PIL's verdict below
+    return pil_to_tensor(decode_image(data))
+
+
 @dataclass
 class Records(abc.ABC):
     """Base: labels and identifiers as arrays, images loaded on demand."""
@@ -62,6 +83,10 @@ class Records(abc.ABC):
     def load(self, index: int) -> Image.Image:
         """The image at `index` as RGB, or raise BadImage."""
 
+    def load_tensor(self, index: int) -> torch.Tensor:
+        """The image at `index` as a uint8 (3, H, W) tensor, or raise BadImage; sources with a faster way override."""
+        return pil_to_tensor(self.load(index))
+
 
 @dataclass
 class ArrayRecords(Records):
@@ -69,6 +94,9 @@ class ArrayRecords(Records):
 
     def load(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[index])
+
+    def load_tensor(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(self.images[index]).permute(2, 0, 1)  # a view: transforms never write in place
 
 
 @dataclass
@@ -78,6 +106,9 @@ class FileRecords(Records):
     def load(self, index: int) -> Image.Image:
         return decode_image(self.ids[index])
 
+    def load_tensor(self, index: int) -> torch.Tensor:
+        return decode_tensor(self.ids[index])
+
 
 @dataclass
 class HFRecords(Records):
@@ -85,14 +116,20 @@ class HFRecords(Records):
     image_column: str = "image"
 
     def load(self, index: int) -> Image.Image:
+        return self._decode(index, decode_image, lambda img: img)
+
+    def load_tensor(self, index: int) -> torch.Tensor:
+        return self._decode(index, decode_tensor, pil_to_tensor)
+
+    def _decode(self, index: int, decode, from_pil):
         item = self.table[int(index)][self.image_column]
         if isinstance(item, dict):
             data = item.get("bytes") or item.get("path")
             if data is None:
                 raise BadImage("empty image record")
-            return decode_image(data)
+            return decode(data)
         if isinstance(item, Image.Image):
-            return item.convert("RGB")
+            return from_pil(item.convert("RGB"))
         raise BadImage(f"image column holds {type(item).__name__}, not an image")
 
 
