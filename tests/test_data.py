@@ -14,7 +14,15 @@ from transfer.data import embedded
 from transfer.data.loader import EpochBatchSampler, ShardSampler, TransformedDataset, collate, make_loader
 from transfer.data.ondisk import DatasetWriter
 from transfer.data.sources import BadImage, DataError, decode_tensor, open_split
-from transfer.data.transforms import PAPER_MEAN, Normalize, eval_transform, resolve, train_transform
+from transfer.data.transforms import (
+    PAPER_MEAN,
+    Normalize,
+    TensorToPIL,
+    eval_transform,
+    resolve,
+    takes_tensors,
+    train_transform,
+)
 from transfer.models.zoo import InputSpec
 from transfer.recipe import AugmentSection, DataSection, EmbeddedSection
 
@@ -198,6 +206,28 @@ class TestTransforms:
             assert y.dtype == torch.float32 and y.is_contiguous()
             torch.testing.assert_close(y, reference(x.contiguous()), rtol=0, atol=1e-5)
         assert x.dtype == torch.uint8  # the input is not modified in place
+
+    def test_tensor_to_pil_round_trips_any_layout(self):
+        hwc = torch.randint(0, 256, (6, 9, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        for x in (hwc.permute(2, 0, 1), hwc.permute(2, 0, 1).contiguous(), hwc.permute(2, 0, 1)[:, 1:5, 2:7]):
+            img = TensorToPIL()(x)
+            assert img.mode == "RGB" and img.size == (x.shape[2], x.shape[1])
+            assert torch.equal(pil_to_tensor(img), x)
+
+    @pytest.mark.parametrize("policy", ["none", "imagenet"])
+    def test_pipelines_give_the_same_output_for_a_tensor_or_a_pil_image(self, policy):
+        """Datasets hand tensor-first pipelines the decoded tensor instead of the PIL image: nothing changes."""
+        aug = AugmentSection(autoaugment=policy)
+        prep = resolve(aug, InputSpec(24, 24, 28))
+        rng = np.random.default_rng(1)
+        img = Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+        for transform in (train_transform(aug, prep), eval_transform(prep)):
+            assert takes_tensors(transform)
+            outs = []
+            for x in (img, pil_to_tensor(img)):
+                torch.manual_seed(5)
+                outs.append(transform(x))
+            assert torch.equal(*outs)
 
     @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
     @pytest.mark.parametrize("eval_crop", ["center", "none"])
