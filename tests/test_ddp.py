@@ -4,9 +4,13 @@ import json
 import subprocess
 import sys
 
+import torch
+from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from .training_helpers import cli_env, tiny_recipe, transfer_cmd
+from transfer.cli import cli
+
+from .training_helpers import cli_env, tiny_recipe
 
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -24,15 +28,21 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
                          schedule={"epochs": 1}, output={"checkpoint_every_steps": 0})
     env = dict(cli_env(tmp_path), OMP_NUM_THREADS="1")
 
-    def run(cmd):
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-        assert res.returncode == 0, res.stderr[-3000:]
-
     ddp, single, control = tmp_path / "ddp", tmp_path / "single", tmp_path / "control"
-    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "transfer", "pretrain", str(recipe), "--out", str(ddp)])
-    run(transfer_cmd("pretrain", recipe, "--out", single, "--set", "optim.accumulation=2"))
-    run(transfer_cmd("pretrain", recipe, "--out", control))
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "transfer", "pretrain", str(recipe), "--out", str(ddp)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # The one-process runs in this process, on one thread like each torchrun worker.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for out, extra in ((single, ["--set", "optim.accumulation=2"]), (control, [])):
+            res = CliRunner().invoke(cli, ["pretrain", str(recipe), "--out", str(out), *extra],
+                                     env={"TRANSFER_CACHE": env["TRANSFER_CACHE"]})
+            assert res.exit_code == 0, res.output[-3000:]
+    finally:
+        torch.set_num_threads(threads)
     weights = {name: load_file(str(tmp_path / name / "weights" / "final.safetensors"))
                for name in ("ddp", "single", "control")}
     same = relative_l1(weights["ddp"], weights["single"])

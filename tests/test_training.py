@@ -22,7 +22,7 @@ def _cache(tmp_path, monkeypatch):
 
 
 def test_run_directory_holds_everything(tmp_path):
-    recipe = tiny_recipe(tmp_path)
+    recipe = tiny_recipe(tmp_path, output={"plots": True})
     out = tmp_path / "run"
     res = CliRunner().invoke(cli, ["pretrain", str(recipe), "--out", str(out), "--epochs", "2"])
     assert res.exit_code == 0, res.output
@@ -69,7 +69,8 @@ def final_weights(run):
 
 def test_sigkill_then_resume_gives_the_same_final_weights(tmp_path):
     recipe = tiny_recipe(tmp_path, schedule={"epochs": 5})
-    run_cli(tmp_path, "pretrain", recipe, "--out", tmp_path / "a")
+    res = CliRunner().invoke(cli, ["pretrain", str(recipe), "--out", str(tmp_path / "a")])  # uninterrupted, here
+    assert res.exit_code == 0, res.output
     b = tmp_path / "b"
     proc = subprocess.Popen(transfer_cmd("pretrain", recipe, "--out", b), env=cli_env(tmp_path),
                             stderr=subprocess.PIPE, text=True)

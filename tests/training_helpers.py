@@ -20,7 +20,8 @@ TINY = {
     "regularization": {"label_smoothing": 0.1, "mixup": {"alpha": 0.2},
                        "drop_block": {"keep_prob_start": 1.0, "keep_prob_end": 0.9}},
     "runtime": {"workers": 0},
-    "output": {"checkpoint_every_steps": 2, "log_every_steps": 1},
+    # Plots cost a second a run (pyplot's import and rendering): only the run-directory test draws them.
+    "output": {"checkpoint_every_steps": 2, "log_every_steps": 1, "plots": False},
 }
 
 
