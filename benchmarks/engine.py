@@ -106,12 +106,12 @@ def engine_overhead(args) -> dict:
                                      Path(tmp) / f"run{r}")
                 results[kind].append(ts[2:])  # the first steps warm the allocator
     ips = {k: args.batch_size / statistics.median(t for rnd in v for t in rnd) for k, v in results.items()}
-    ratio = statistics.median(statistics.median(h) / statistics.median(e)
-                              for h, e in zip(results["hand_loop"], results["engine"], strict=True))
+    per_round = [statistics.median(h) / statistics.median(e)
+                 for h, e in zip(results["hand_loop"], results["engine"], strict=True)]
     return {"model": args.model, "batch_size": args.batch_size, "resolution": args.resolution,
             "channels_last": args.channels_last, "steps": args.steps, "rounds": args.rounds,
             "hand_loop_images_per_second": ips["hand_loop"], "engine_images_per_second": ips["engine"],
-            "ratio": ratio}
+            "ratio": statistics.median(per_round), "per_round_ratios": per_round}
 
 
 def write_jpegs(root: Path, classes: int, per_class: int, size: int) -> None:
@@ -201,9 +201,12 @@ def markdown(result: dict) -> str:
     e, p = result.get("engine"), result.get("input_pipeline")
     lines = [f"{m['device']} ({m['processor']}, {m['threads']} threads), torch {m['torch']}, {result['date']}.", ""]
     if e:
+        rounds = e.get("per_round_ratios")
+        spread = f" (rounds: {min(rounds):.3f}-{max(rounds):.3f})" if rounds else ""
         lines += ["| training loop | images/s (median step) | ratio |", "|---|---|---|",
                   f"| hand-written loop | {e['hand_loop_images_per_second']:.1f} | 1.00 |",
-                  f"| transfer engine (Trainer.fit) | {e['engine_images_per_second']:.1f} | {e['ratio']:.3f} |", "",
+                  f"| transfer engine (Trainer.fit) | {e['engine_images_per_second']:.1f} | {e['ratio']:.3f}{spread} |",
+                  "",
                   f"{e['model']}, batch {e['batch_size']}, {e['resolution']} px, fp32"
                   f"{', channels_last' if e['channels_last'] else ''}; {e['rounds']} rounds of {e['steps']} steps each "
                   "way, order alternating; ratio = median of the per-round ratios.", ""]
@@ -235,8 +238,11 @@ def main() -> None:
     parser.add_argument("--only", choices=["engine", "input_pipeline"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    result = {"date": dt.date.today().isoformat(), "machine": describe_machine(torch.device("cpu")),
-              "args": {k: v for k, v in vars(args).items() if k != "out"}}
+    path = args.out / "engine.json"
+    # --only re-measures one part and keeps the other from the last full run
+    result = json.loads(path.read_text()) if args.only and path.is_file() else {}
+    result.update(date=dt.date.today().isoformat(), machine=describe_machine(torch.device("cpu")),
+                  args={k: v for k, v in vars(args).items() if k != "out"})
     if args.only in (None, "engine"):
         result["engine"] = engine_overhead(args)
         print(json.dumps(result["engine"], indent=1), flush=True)
@@ -244,7 +250,7 @@ def main() -> None:
         result["input_pipeline"] = input_pipeline(args)
         print(json.dumps(result["input_pipeline"], indent=1), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engine.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     table = markdown(result)
     (args.out / "engine.md").write_text(table)
     print(table)
