@@ -57,12 +57,15 @@ def decode_tensor(data: bytes | str | Path) -> torch.Tensor:
     decoding with PIL and converting. Anything else, and any JPEG that decoder refuses (truncated, unsupported),
     goes through PIL, which decides whether it is a bad image."""
     try:
-        raw = data if isinstance(data, bytes) else Path(data).read_bytes()
-        if raw.startswith(_JPEG_START):
+        raw = data if isinstance(data, bytes) else Path(data).read_bytes()  # read once, for either decoder
+    except OSError as e:
+        raise BadImage(f"{type(e).__name__}: {e}") from None
+    if raw.startswith(_JPEG_START):
+        try:
             return decode_jpeg(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode="RGB")
-    except (OSError, RuntimeError):
-        pass  # unreadable or refused: PIL's verdict below
-    return pil_to_tensor(decode_image(data))
+        except RuntimeError:
+            pass  # refused: PIL's verdict below
+    return pil_to_tensor(decode_image(raw))
 
 
 @dataclass
