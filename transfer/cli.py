@@ -232,6 +232,42 @@ def predict(weights_or_run, images, topk, out_file, batch_size, device) -> None:
     click.echo(f"wrote {n} predictions to {out_file}")
 
 
+@cli.command()
+@click.argument("source_format", metavar="SOURCE", type=click.Choice(["official", "timm", "torchvision"]))
+@click.argument("path", type=click.Path())
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="The weights file to write (FILE.safetensors, with FILE.json beside it).")
+@click.option("--arch", help="The zoo model the weights are (default: inferred from the file's variables).")
+@click.option("--pool", type=click.Choice(["avg", "gem"]),
+              help="Global pooling of an official checkpoint (weight-free, so not in the file; the official "
+              "retrieval models use gem). Default: the architecture's.")
+@click.option("--eval-resize", type=int, help="Shorter side before the centre crop (default: the architecture's).")
+@click.option("--eval-resolution", type=int, help="Evaluation crop size (default: the architecture's).")
+@click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest"]),
+              help="Resize interpolation recorded for the weights (default: the architecture's).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def convert(source_format, path, out_file, arch, pool, eval_resize, eval_resolution, interpolation, force) -> None:
+    """Convert published weights into a weights file: SOURCE is official, timm or torchvision.
+
+    official: a clovaai/assembled-cnn TensorFlow checkpoint folder (with its `checkpoint` file) or prefix
+    (DIR/model.ckpt-STEP). timm / torchvision: a ResNet state_dict (.pth or .safetensors). The file then
+    loads with `transfer.load_model(FILE)` and works with evaluate, predict, finetune --backbone.
+    """
+    from .convert import convert as run_convert
+
+    inputs = {k: v for k, v in (("eval_resize", eval_resize), ("eval_resolution", eval_resolution),
+                                ("interpolation", interpolation)) if v is not None}
+    for key in ("eval_resize", "eval_resolution"):
+        if key in inputs and inputs[key] < 16:
+            raise TransferError(f"--{key.replace('_', '-')} {inputs[key]} is too small; give at least 16 pixels")
+    written = run_convert(source_format, path, out_file, arch=arch, pool=pool, input_overrides=inputs, force=force)
+    from .models.weights import read_metadata
+
+    meta = read_metadata(written)
+    click.echo(f"wrote {written} ({meta['architecture']}, {meta['params']:,} parameters, {meta['num_classes']} "
+               f"classes) from {source_format} {path}")
+
+
 def robustness_options(fn):
     """`evaluate --robustness` and the flags that shape it (None: not given)."""
     opts = [

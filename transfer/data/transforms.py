@@ -18,12 +18,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from ..models.zoo import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from ..models.zoo import IMAGENET_MEAN, IMAGENET_STD, PAPER_MEAN, PAPER_STD, InputSpec
 from ..recipe import AugmentSection
 
-# The paper's preprocessing subtracts the ImageNet mean in 0-255 units and does not divide (section 4.1).
-PAPER_MEAN = (123.68 / 255, 116.78 / 255, 103.94 / 255)
-PAPER_STD = (1 / 255, 1 / 255, 1 / 255)
 _INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
            "nearest": InterpolationMode.NEAREST}
 

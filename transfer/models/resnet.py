@@ -22,6 +22,7 @@ from .layers import (
     CosineClassifier,
     DropBlock,
     GeM,
+    SamePool2d,
     SelectiveKernel,
     SqueezeExcite,
     conv_bn,
@@ -43,6 +44,11 @@ SHORTCUTS = ("conv", "avg2", "avg3")
 SELECTIVE_KERNELS = (None, "sk", "sk_dagger")
 POOLS = ("avg", "gem")
 HEADS = ("linear", "cosine")
+# How the weight-free pools pad and count. "torch": torchvision's and timm's (symmetric padding, avg-pool
+# shortcuts that leave the padding out, no pool on a stride-1 shortcut). "tf": the official TF graph's
+# (the stem max-pool 'SAME', avg-pool shortcuts that zero-pad and count the padding, and ResNet-D's stride-1
+# shortcut pooled 2x2 'SAME'). Same weights, other function: see docs/architecture.md.
+POOLINGS = ("torch", "tf")
 
 
 @dataclass
@@ -56,6 +62,7 @@ class ResNetConfig:
     shortcut: str = "conv"  # "conv": strided 1x1; "avg2": ResNet-D 2x2 avg-pool; "avg3": bL-Net 3x3 avg-pool
     se: bool = False
     se_reduction: int = 16
+    se_bias: bool = False  # timm's SE convs have biases; the official ones do not
     selective_kernel: str | None = None  # None, "sk" (Table 2 C2) or "sk_dagger" (C3, the final model)
     sk_reduction: int = 2
     sk_min_dim: int = 32
@@ -71,6 +78,7 @@ class ResNetConfig:
     in_chans: int = 3
     num_classes: int = 1000
     embedding_dim: int = 0  # >0: linear + BN to this size between pooling and classifier
+    embedding_relu: bool = False  # ReLU between the embedding and the classifier (the official graph has one)
     pool: str = "avg"
     head: str = "linear"  # "linear" classifier, or "cosine" (normalised weights and features, times head_scale)
     head_scale: float = 20.0
@@ -79,6 +87,7 @@ class ResNetConfig:
     zero_gamma: bool = True
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
+    pooling: str = "torch"  # "torch" or "tf": see POOLINGS
 
     def __post_init__(self) -> None:
         def choice(key: str, value, allowed) -> None:
@@ -90,6 +99,7 @@ class ResNetConfig:
         choice("selective_kernel", self.selective_kernel, SELECTIVE_KERNELS)
         choice("pool", self.pool, POOLS)
         choice("head", self.head, HEADS)
+        choice("pooling", self.pooling, POOLINGS)
         if self.layers is not None:
             self.layers = tuple(int(n) for n in self.layers)
             if len(self.layers) != 4 or min(self.layers) < 1:
@@ -148,11 +158,32 @@ class BlockOptions:
     drop_block_size: int = 7
     drop_block_scale: float | None = None  # None: no DropBlock in this stage
     drop_block_shared_mask: bool = True
+    pooling: str = "torch"
+    se_bias: bool = False
 
     def drop(self) -> nn.Module:
         if self.drop_block_scale is None:
             return nn.Identity()
         return DropBlock(self.drop_block_size, self.drop_block_scale, shared_mask=self.drop_block_shared_mask)
+
+
+def shortcut_pool(kind: str, stride: int, pooling: str) -> nn.Module | None:
+    """The weight-free pool in front of an avg-pool shortcut's 1x1 conv, or None.
+
+    "tf" follows the official graph: it zero-pads as for a conv of the pool's size (2x2: 0 before, 1 after;
+    3x3: 1 and 1) and counts the padding in the mean, and ResNet-D pools 2x2 'SAME' at stride 1 as well.
+    "torch" is timm's: the padding left out of the mean, nothing at stride 1.
+    """
+    tf = pooling == "tf"
+    if kind == "avg2" and stride > 1:
+        if tf:
+            return nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.AvgPool2d(2, stride))
+        return nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+    if kind == "avg2" and tf:
+        return SamePool2d("avg", 2, 1)
+    if kind == "avg3" and stride > 1:
+        return nn.AvgPool2d(3, stride, padding=1, count_include_pad=tf)
+    return None
 
 
 def make_shortcut(in_ch: int, out_ch: int, stride: int, opts: BlockOptions) -> nn.Sequential:
@@ -164,11 +195,10 @@ def make_shortcut(in_ch: int, out_ch: int, stride: int, opts: BlockOptions) -> n
     """
     mods: dict[str, nn.Module] = {}
     conv_stride = stride
-    if opts.shortcut != "conv" and stride > 1:
-        if opts.shortcut == "avg2":
-            mods["pool"] = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
-        else:
-            mods["pool"] = nn.AvgPool2d(3, stride, padding=1, count_include_pad=False)
+    if opts.shortcut != "conv":
+        pool = shortcut_pool(opts.shortcut, stride, opts.pooling)
+        if pool is not None:
+            mods["pool"] = pool
         conv_stride = 1
     mods["conv"] = nn.Conv2d(in_ch, out_ch, 1, conv_stride, bias=False)
     mods["bn"] = nn.BatchNorm2d(out_ch, **opts.bn)
@@ -230,7 +260,7 @@ class Bottleneck(ResidualBlock):
         self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_ch, **opts.bn)
         self.drop3 = opts.drop()
-        self.se = SqueezeExcite(out_ch, opts.se_reduction) if opts.se else nn.Identity()
+        self.se = SqueezeExcite(out_ch, opts.se_reduction, opts.se_bias) if opts.se else nn.Identity()
         self.shortcut = self.make_shortcut(in_ch, out_ch, stride, opts, projection)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
@@ -263,7 +293,7 @@ class BasicBlock(ResidualBlock):
         self.conv2 = nn.Conv2d(width, out_ch, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch, **opts.bn)
         self.drop2 = opts.drop()
-        self.se = SqueezeExcite(out_ch, opts.se_reduction) if opts.se else nn.Identity()
+        self.se = SqueezeExcite(out_ch, opts.se_reduction, opts.se_bias) if opts.se else nn.Identity()
         self.shortcut = self.make_shortcut(in_ch, out_ch, stride, opts, projection)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
@@ -279,7 +309,8 @@ class Stem(nn.Module):
     (3x3 conv at width/alpha, 3x3/2 conv, 1x1 conv back to width + BN), merged by ReLU(sum) -> 1x1 conv.
     """
 
-    def __init__(self, kind: str, in_chans: int, width: int, bn: dict, *, big_little_alpha: int = 0):
+    def __init__(self, kind: str, in_chans: int, width: int, bn: dict, *, big_little_alpha: int = 0,
+                 pooling: str = "torch"):
         super().__init__()
         if kind == "classic":
             self.conv1 = nn.Conv2d(in_chans, width, 7, 2, 3, bias=False)
@@ -298,7 +329,7 @@ class Stem(nn.Module):
                                         conv_bn(little, width, 1, relu=False, bn=bn))
             self.merge = conv_bn(width, width, 1, bn=bn)
         else:
-            self.pool = nn.MaxPool2d(3, 2, 1)
+            self.pool = SamePool2d("max", 3, 2) if pooling == "tf" else nn.MaxPool2d(3, 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.deep(x) if self.deep is not None else F.relu(self.bn1(self.conv1(x)), inplace=True)
@@ -337,7 +368,9 @@ class BigLittleStage(nn.Module):
         self.big = nn.Sequential(*big)
         little_width = max(width // alpha, 1)
         n_little = max(1, blocks // beta - 1)
-        little = [Bottleneck(in_ch, little_width, 1, opts)]
+        # The official code opens every block layer with a projection shortcut, so the little branch's first
+        # block projects even where its input already has the output width (R50, stages 2 and 3).
+        little = [Bottleneck(in_ch, little_width, 1, opts, projection=True)]
         little += [Bottleneck(little_width * Bottleneck.expansion, little_width, 1, opts)
                    for _ in range(n_little - 1)]
         self.little = nn.Sequential(*little)
@@ -352,7 +385,7 @@ class BigLittleStage(nn.Module):
 
 
 def _channels(c: float, width: float) -> int:
-    return max(round(c * width), 8)
+    return max(round(c * width), 1)
 
 
 class ResNet(nn.Module):
@@ -362,14 +395,16 @@ class ResNet(nn.Module):
     `pool_features(x)` (pooled vector, after the embedding layer if any), `forward_head(v)` (logits).
     """
 
-    def __init__(self, config: ResNetConfig | None = None, **overrides):
+    def __init__(self, config: ResNetConfig | None = None, *, init_weights: bool = True, **overrides):
+        """`init_weights=False` skips the official initialisation (6 s for a ResNet-152 on 2 CPU cores) where
+        a weights file will supply every conv and BN anyway."""
         super().__init__()
         cfg = dataclasses.replace(config, **overrides) if config else ResNetConfig(**overrides)
         self.config = cfg
         bn = {"momentum": cfg.bn_momentum, "eps": cfg.bn_eps}
         stem_width = _channels(cfg.stem_width, cfg.width)
         self.stem = Stem(cfg.stem, cfg.in_chans, stem_width, bn,
-                         big_little_alpha=cfg.bl_alpha if cfg.big_little else 0)
+                         big_little_alpha=cfg.bl_alpha if cfg.big_little else 0, pooling=cfg.pooling)
         block = BasicBlock if cfg.block == "basic" else Bottleneck
         strides = BIG_LITTLE_STRIDES if cfg.big_little else PLAIN_STRIDES
         in_ch = stem_width
@@ -380,7 +415,7 @@ class ResNet(nn.Module):
             drop_scale = cfg.drop_block_gamma_scales[i - 2] if cfg.drop_block and i >= 2 else None
             opts = BlockOptions(cfg.se, cfg.se_reduction, cfg.selective_kernel, cfg.sk_reduction, cfg.sk_min_dim,
                                 cfg.anti_alias, cfg.shortcut, bn, cfg.drop_block_size, drop_scale,
-                                cfg.drop_block_shared_mask)
+                                cfg.drop_block_shared_mask, cfg.pooling, cfg.se_bias)
             if cfg.big_little and i < 3:
                 stage = BigLittleStage(in_ch, width, n, stride, opts, cfg.bl_alpha, cfg.bl_beta)
             else:
@@ -398,7 +433,8 @@ class ResNet(nn.Module):
             self.num_features = in_ch
         self.fc: nn.Module = nn.Identity()
         self.reset_classifier(cfg.num_classes)
-        self._init_weights()
+        if init_weights:
+            self._init_weights()
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -447,6 +483,8 @@ class ResNet(nn.Module):
         return self.embedding(self.pool(self.forward_features(x)))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        if self.config.embedding_relu and self.config.embedding_dim:
+            features = F.relu(features)
         return self.fc(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

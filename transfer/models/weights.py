@@ -138,25 +138,39 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 _TV_BLOCK = re.compile(r"^layer(\d)\.(\d+)\.(.*)$")
+# timm's deep stem (resnet50d & co.): conv1 is a Sequential of conv, BN, ReLU, conv, BN, ReLU, conv; bn1 follows.
+_TIMM_DEEP_STEM = {"conv1.0.": "stem.deep.0.0.", "conv1.1.": "stem.deep.0.1.", "conv1.3.": "stem.deep.1.0.",
+                   "conv1.4.": "stem.deep.1.1.", "conv1.6.": "stem.deep.2.0.", "bn1.": "stem.deep.2.1."}
 
 
 def from_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a torchvision ResNet state_dict to this package's module names."""
+    """Rename a torchvision or timm ResNet state_dict to this package's module names.
+
+    timm adds to torchvision's names the deep stem (`conv1.N`), the avg-pool shortcut (`downsample.0` is
+    the pool, so the conv and BN are `.1` and `.2`) and SE (`se.fc1`, `se.fc2`).
+    """
+    deep = "conv1.0.weight" in state
     out = {}
     for key, value in state.items():
         new = key
-        if key.startswith(("conv1.", "bn1.")):
+        if deep and (prefix := next((p for p in _TIMM_DEEP_STEM if key.startswith(p)), None)):
+            new = _TIMM_DEEP_STEM[prefix] + key[len(prefix):]
+        elif key.startswith(("conv1.", "bn1.")):
             new = "stem." + key
         elif m := _TV_BLOCK.match(key):
             stage, block, rest = int(m.group(1)) - 1, m.group(2), m.group(3)
-            rest = rest.replace("downsample.0.", "shortcut.conv.").replace("downsample.1.", "shortcut.bn.")
+            avg_down = f"layer{stage + 1}.{block}.downsample.2.weight" in state
+            conv, bn = ("downsample.1.", "downsample.2.") if avg_down else ("downsample.0.", "downsample.1.")
+            rest = rest.replace(conv, "shortcut.conv.").replace(bn, "shortcut.bn.")
+            rest = rest.replace("se.fc1.", "se.reduce.").replace("se.fc2.", "se.expand.")
             new = f"stages.{stage}.{block}.{rest}"
         out[new] = value
     return out
 
 
 def is_torchvision_layout(state: dict) -> bool:
-    return "conv1.weight" in state and any(k.startswith("layer1.") for k in state)
+    """torchvision's ResNet names, or timm's (the same names plus a deep stem, avg-pool shortcuts, SE)."""
+    return ("conv1.weight" in state or "conv1.0.weight" in state) and any(k.startswith("layer1.") for k in state)
 
 
 def load_weights(model: nn.Module, path: str | Path, *, restore_bn_stats: bool = True) -> nn.Module:
@@ -214,7 +228,7 @@ def load_model(path: str | Path, **overrides) -> nn.Module:
         raise WeightsError(f"{sidecar_path(path)} is not a transfer weights sidecar (format "
                            f"{meta.get('format')!r}, expected {SIDECAR_FORMAT!r})")
     kwargs = {**meta.get("overrides", {}), "num_classes": meta["num_classes"], **overrides}
-    model = create_model(meta["architecture"], **kwargs)
+    model = create_model(meta["architecture"], init_weights=False, **kwargs)
     load_weights(model, path)
     model.weights_metadata = meta
     if "input" in meta:  # the preprocessing the weights were trained with, which may differ from the zoo's

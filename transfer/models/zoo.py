@@ -16,6 +16,10 @@ from .resnet import ResNet, ResNetConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The paper's preprocessing subtracts the ImageNet mean in 0-255 units and does not divide (section 4.1);
+# as (x / 255 - mean) / std that is this mean and std.
+PAPER_MEAN = (123.68 / 255, 116.78 / 255, 103.94 / 255)
+PAPER_STD = (1 / 255, 1 / 255, 1 / 255)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,10 @@ _SK = {"selective_kernel": "sk_dagger", "sk_reduction": 2}  # SK-dagger, r=2 (Ta
 # supplies the "D" (section 3.1).
 _BL = {"big_little": True, "bl_alpha": 2, "bl_beta": 4, "stem": "classic", "shortcut": "avg3"}
 _DB = {"drop_block": True}  # DropBlock in stages 3-4 (rows E5+); identity until keep_prob < 1
+# The networks whose only trained weights are the authors' pool as the official TF graph does (see
+# ResNetConfig.pooling and docs/architecture.md); names shared with torchvision and timm pool as they do,
+# so that their weights keep their function.
+_TF = {"pooling": "tf"}
 
 _SPECS = [
     ModelSpec("resnet18", {"depth": 18}, "-", "ResNet-18"),
@@ -69,15 +77,18 @@ _SPECS = [
               "ResNet-50 + SK-dagger (r=16)"),
     ModelSpec("resnet50_sk_se", {"depth": 50, "selective_kernel": "sk", "sk_reduction": 2, "se": True}, "C5",
               "ResNet-50 + SK + SE"),
+    ModelSpec("resnet26d", {"depth": 26, **_D}, "-", "ResNet-26-D"),
     ModelSpec("resnet50d", {"depth": 50, **_D}, "E1-E3 M1", "ResNet-50-D"),
-    ModelSpec("resnet50d_se", {"depth": 50, **_D, "se": True, **_DB}, "E4 E5", "ResNet-50-D + SE"),
-    ModelSpec("resnet50d_sk", {"depth": 50, **_D, **_SK, **_DB}, "E6-E8 M2", "ResNet-50-D + SK"),
-    ModelSpec("resnet50d_sk_bl", {"depth": 50, **_BL, **_SK, **_DB}, "E9 M3", "ResNet-50-D + SK + Big-Little",
-              BIG_LITTLE_INPUT),
-    ModelSpec("assemble_resnet50", {"depth": 50, **_BL, **_SK, **_DB, "anti_alias": True}, "E10 E11 M4",
+    ModelSpec("resnet101d", {"depth": 101, **_D}, "-", "ResNet-101-D"),
+    ModelSpec("resnet152d", {"depth": 152, **_D}, "-", "ResNet-152-D"),
+    ModelSpec("resnet50d_se", {"depth": 50, **_D, "se": True, **_DB, **_TF}, "E4 E5", "ResNet-50-D + SE"),
+    ModelSpec("resnet50d_sk", {"depth": 50, **_D, **_SK, **_DB, **_TF}, "E6-E8 M2", "ResNet-50-D + SK"),
+    ModelSpec("resnet50d_sk_bl", {"depth": 50, **_BL, **_SK, **_DB, **_TF}, "E9 M3",
+              "ResNet-50-D + SK + Big-Little", BIG_LITTLE_INPUT),
+    ModelSpec("assemble_resnet50", {"depth": 50, **_BL, **_SK, **_DB, **_TF, "anti_alias": True}, "E10 E11 M4",
               "Assemble-ResNet-50: D + SK + Big-Little + anti-alias", BIG_LITTLE_INPUT),
     # R152: alpha=1, beta=2 (section 3.1); evaluated 257 -> 256 in the official README.
-    ModelSpec("assemble_resnet152", {"depth": 152, **_BL, "bl_alpha": 1, "bl_beta": 2, **_SK, **_DB,
+    ModelSpec("assemble_resnet152", {"depth": 152, **_BL, "bl_alpha": 1, "bl_beta": 2, **_SK, **_DB, **_TF,
                                      "anti_alias": True}, "E12",
               "Assemble-ResNet-152: D + SK + Big-Little (a=1, b=2) + anti-alias",
               InputSpec(eval_resolution=256, eval_resize=257)),
@@ -113,14 +124,18 @@ def resolve_config(name: str, **overrides) -> ResNetConfig:
 
 
 def create_model(name: str, *, weights: str | Path | None = None, restore_bn_stats: bool = True,
-                 **overrides) -> ResNet:
+                 init_weights: bool | None = None, **overrides) -> ResNet:
     """Build a named model, with any ResNetConfig field overridden; optionally load a weights file.
+
+    The official initialisation is skipped when `weights` is given (the file supplies every conv and BN;
+    a new classifier or embedding layer is initialised as usual), or when `init_weights=False`.
 
     >>> m = create_model("assemble_resnet_tiny", num_classes=10)
     >>> m(torch.zeros(2, 3, 64, 64)).shape
     torch.Size([2, 10])
     """
-    model = ResNet(resolve_config(name, **overrides))
+    init = weights is None if init_weights is None else init_weights
+    model = ResNet(resolve_config(name, **overrides), init_weights=init)
     model.arch = name
     model.overrides = dict(overrides)
     model.input_spec = get_spec(name).input
