@@ -111,6 +111,21 @@ def make_pets_archive(dest: Path, _runs) -> None:
         (dest / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
 
 
+def make_official_checkpoint(dest: Path, _runs) -> None:
+    """A TensorFlow checkpoint of Assemble-ResNet-50 that the official code wrote (at 1/32 width; see
+    tests/fixtures/official/README.md), laid out as the released ones: a folder with its `checkpoint` file."""
+    shutil.copytree(ROOT / "tests" / "fixtures" / "official" / "assemble_resnet50", dest)
+
+
+def make_timm_weights(dest: Path, _runs) -> None:
+    """A timm resnet50d state_dict (random weights: no download), as `torch.save(model.state_dict())` writes it."""
+    import timm
+    import torch
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(timm.create_model("resnet50d", pretrained=False).state_dict(), dest)
+
+
 class BuiltRuns:
     """A tiny pretraining run and a fine-tuning run from it, built once and copied where a page wants one."""
 
@@ -136,6 +151,8 @@ FIXTURES = {
     "images": make_images,
     "class-folder": make_class_folder,
     "pets-archive": make_pets_archive,
+    "official-checkpoint": make_official_checkpoint,
+    "timm-weights": make_timm_weights,
     "pretrain-run": lambda dest, runs: shutil.copytree(runs.get("pretrain-run"), dest),
     "finetune-run": lambda dest, runs: shutil.copytree(runs.get("finetune-run"), dest),
     "retrieval-run": lambda dest, runs: shutil.copytree(runs.get("retrieval-run"), dest),

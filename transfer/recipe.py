@@ -91,8 +91,9 @@ class AugmentSection:
     crop_aspect: list[float] = opt([0.75, 1.3333333], "random-resized-crop aspect range (paper: 3/4-4/3)")
     hflip: bool = opt(True, "random horizontal flip")
     autoaugment: str = opt("none", "AutoAugment policy after crop and flip", choices=("none", "imagenet", "cifar"))
-    normalization: str = opt("mean_std", "mean_std (torchvision) or mean_only (the paper's mean subtraction)",
-                             choices=("mean_std", "mean_only"))
+    normalization: str = opt("mean_std", "mean_std (torchvision), mean_only (the paper's mean subtraction) or "
+                             "backbone (as the backbone's sidecar records; mean_std without one)",
+                             choices=("mean_std", "mean_only", "backbone"))
     interpolation: str = opt("bilinear", "resize interpolation", choices=("bilinear", "bicubic", "nearest"))
 
 

@@ -201,7 +201,7 @@ def build(arch: str, head: dict, *, pool: str | None = None) -> ResNet:
     """The zoo model the official variables describe, on the meta device (no memory, no init)."""
     overrides = official_overrides(arch, head, pool)
     with torch.device("meta"):
-        return ResNet(resolve_config(arch, **overrides))
+        return ResNet(resolve_config(arch, **overrides), init_weights=False)
 
 
 def official_overrides(arch: str, head: dict, pool: str | None) -> dict:

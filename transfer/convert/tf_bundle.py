@@ -224,12 +224,15 @@ class Checkpoint:
         e = self.entries[name]
         if e.dtype not in _DTYPES:
             raise WeightsError(f"checkpoint variable {name} has TensorFlow dtype {e.dtype}, which is not numeric")
+        dtype = np.dtype(_DTYPES[e.dtype]).newbyteorder("<")
+        count = int(np.prod(e.shape, dtype=np.int64))
+        if count * dtype.itemsize != e.size:
+            raise WeightsError(f"checkpoint variable {name}: {e.size} bytes do not hold shape {e.shape}")
+        array = np.empty(count, dtype=dtype)
         with open(self.data_paths[e.shard], "rb") as f:
             f.seek(e.offset)
-            raw = f.read(e.size)
-        array = np.frombuffer(raw, dtype=np.dtype(_DTYPES[e.dtype]).newbyteorder("<"))
-        if array.size != int(np.prod(e.shape, dtype=np.int64)):
-            raise WeightsError(f"checkpoint variable {name}: {e.size} bytes do not hold shape {e.shape}")
+            if f.readinto(memoryview(array).cast("B")) != e.size:
+                raise WeightsError(f"{self.data_paths[e.shard]} ended inside variable {name}; copy it again")
         return array.reshape(e.shape)
 
     def files(self) -> list[Path]:

@@ -42,8 +42,14 @@ class Preprocessing:
                          self.std, self.interpolation)
 
 
-def resolve(aug: AugmentSection, model_input: InputSpec) -> Preprocessing:
-    mean, std = (PAPER_MEAN, PAPER_STD) if aug.normalization == "mean_only" else (IMAGENET_MEAN, IMAGENET_STD)
+def resolve(aug: AugmentSection, model_input: InputSpec, backbone_input: dict | None = None) -> Preprocessing:
+    """Sizes from the recipe, else the model's; normalisation as the recipe says, where "backbone" is the one
+    the backbone's sidecar records (torchvision's mean/std when there is no sidecar)."""
+    if aug.normalization == "backbone":
+        source = backbone_input or {}
+        mean, std = tuple(source.get("mean", IMAGENET_MEAN)), tuple(source.get("std", IMAGENET_STD))
+    else:
+        mean, std = (PAPER_MEAN, PAPER_STD) if aug.normalization == "mean_only" else (IMAGENET_MEAN, IMAGENET_STD)
     train = aug.train_resolution or model_input.train_resolution
     evaluation = aug.eval_resolution or model_input.eval_resolution
     resize = aug.eval_resize or (model_input.eval_resize if evaluation == model_input.eval_resolution

@@ -170,7 +170,7 @@ def model_stats(name: str, resolution: int = 224, **overrides) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = ResNet(resolve_config(name, **overrides)).eval()
+        model = ResNet(resolve_config(name, **overrides), init_weights=False).eval()
         x = torch.empty(1, model.config.in_chans, resolution, resolution)
     params = sum(p.numel() for p in model.parameters())
     counter = FlopCounterMode(display=False)

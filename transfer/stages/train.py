@@ -20,7 +20,7 @@ from ..engine.objective import Objective
 from ..engine.trainer import Trainer
 from ..errors import ConfigError, TransferError
 from ..models import create_model
-from ..models.weights import load_model, load_weights
+from ..models.weights import load_model, load_weights, read_metadata
 from ..recipe import Recipe
 from ..runs import RunDir, latest_run, new_run_dir, resolve_weights
 
@@ -79,6 +79,20 @@ def build_objective(recipe: Recipe, num_classes: int, num_train: int) -> Objecti
                      kd.temperature, kd.weight)
 
 
+# Options that change no weight but the function: a backbone's choice carries over to its fine-tuning.
+BACKBONE_OPTIONS = ("pooling", "se_bias", "embedding_relu")
+
+
+def backbone_metadata(backbone: Path | None) -> dict:
+    """A backbone's sidecar ({} for none, or for a bare torchvision state_dict)."""
+    if backbone is None or backbone.suffix != ".safetensors":
+        return {}
+    try:
+        return read_metadata(backbone)
+    except TransferError:
+        return {}
+
+
 def resolve_backbone(backbone: str) -> Path:
     """'latest' (the newest pretrain run), a run directory, a .safetensors file or a torchvision state_dict."""
     if backbone == "latest":
@@ -135,19 +149,22 @@ def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, re
             where = recipe.data.path or recipe.data.source
             raise ConfigError(f"model.options.num_classes={asked} but the data ({where}) has {len(data.classes)} "
                               f"classes; remove the option: the classifier is sized from the data")
-        options = {**m.options, "num_classes": len(data.classes),
+        backbone = resolve_backbone(m.backbone) if m.backbone else None
+        backbone_meta = backbone_metadata(backbone)
+        # Weight-free choices the backbone was made with (a converted timm or official file records them).
+        inherited = {k: v for k, v in backbone_meta.get("overrides", {}).items() if k in BACKBONE_OPTIONS}
+        options = {**inherited, **m.options, "num_classes": len(data.classes),
                    **(rt.head_options(recipe.retrieval) if is_retrieval else {})}
         model = create_model(m.name, weights=m.weights, **options)
         extra = {"class_names": data.classes}
         lr_scale = None
-        if m.backbone:
-            backbone = resolve_backbone(m.backbone)
+        if backbone is not None:
             log.info("backbone: %s%s", backbone, "" if m.restore_bn_stats else " (BN statistics not restored)")
             load_weights(model, backbone, restore_bn_stats=m.restore_bn_stats)
             extra["backbone"] = str(backbone)
             if m.backbone_lr_scale != 1.0:
                 lr_scale = {"stem.": m.backbone_lr_scale, "stages.": m.backbone_lr_scale}
-        prep: Preprocessing = resolve(recipe.augment, model.input_spec)
+        prep: Preprocessing = resolve(recipe.augment, model.input_spec, backbone_meta.get("input"))
         model.input_spec = prep.input_spec()
         train_set = TransformedDataset(data.train, train_transform(recipe.augment, prep), recipe.runtime.seed)
         val_set = TransformedDataset(data.val, eval_transform(prep)) if data.val is not None else None
