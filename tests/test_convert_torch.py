@@ -88,6 +88,9 @@ def test_mistakes_are_one_line_and_leave_no_output(tmp_path):
         assert not out.exists() and not out.with_suffix(".json").exists()
     res = run("convert", "timm", tmp_path / "r50d.pth", "--out", tmp_path / "out.pth")
     assert res.exit_code == 2 and "must end in .safetensors" in res.output
+    blocked = tmp_path / "junk.safetensors" / "w.safetensors"  # a folder that cannot be made: a file is there
+    res = run("convert", "timm", tmp_path / "r50d.pth", "--out", blocked)
+    assert res.exit_code == 2 and "cannot write" in res.output and res.output.count("\n") == 1
 
 
 def test_an_existing_output_is_not_replaced_without_force(tmp_path):

@@ -9,8 +9,8 @@ The architecture is inferred from the file's variables, or given and checked.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import logging
 import re
 from pathlib import Path
 
@@ -19,12 +19,9 @@ import torch
 from ..errors import ConfigError, WeightsError
 from ..models.resnet import BASIC_LAYERS, BOTTLENECK_LAYERS
 from ..models.weights import from_torchvision, is_torchvision_layout, read_state_dict, save_weights
-from ..models.zoo import MODELS, InputSpec, create_model, get_spec
-
-log = logging.getLogger("transfer")
+from ..models.zoo import MODELS, create_model, get_spec
 
 FORMATS = ("official", "timm", "torchvision")
-_LAYER = re.compile(r"^layer(\d)\.(\d+)\.")
 
 
 def sha256(path: Path) -> str:
@@ -134,19 +131,22 @@ def convert(fmt: str, source: str | Path, out: str | Path, *, arch: str | None =
             raise WeightsError(f"{source} is not a file; pass a {fmt} state_dict (.pth or .safetensors)")
         model, extra = _load_torch(source, arch)
         files = [source]
-    spec: InputSpec = extra["input"]
-    if input_overrides:
-        spec = InputSpec(**{**spec.to_dict(), **input_overrides})
-    model.input_spec = spec
+    model.input_spec = dataclasses.replace(extra["input"], **(input_overrides or {}))
     provenance = {"format": fmt, "files": [{"name": f.name, "sha256": sha256(f)} for f in files]}
     if extra.get("step") is not None:
         provenance["step"] = extra["step"]
     sidecar = {"source": provenance}
     if extra.get("class_names"):
         sidecar["class_names"] = extra["class_names"]
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True)
-    save_weights(model, out, **sidecar)
-    log.info("%s: %s (%s) from %s %s", out, model.arch, f"{sum(p.numel() for p in model.parameters()):,} "
-             "parameters", fmt, source)
+    made = [p for p in (out, out.with_suffix(".json")) if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(model, out, **sidecar)
+    except BaseException as e:
+        for p in made:  # the weights without their sidecar would be half an output
+            if p.is_file():
+                p.unlink()
+        if isinstance(e, OSError):
+            raise WeightsError(f"cannot write {out}: {e.strerror or e}; choose another --out") from None
+        raise
     return out
