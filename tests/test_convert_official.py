@@ -19,19 +19,24 @@ from transfer import load_model
 from transfer.cli import cli
 from transfer.convert import convert
 from transfer.convert.tf_bundle import Checkpoint
-from transfer.models.zoo import PAPER_MEAN, PAPER_STD, resolve_config
 from transfer.models.resnet import ResNet
+from transfer.models.zoo import PAPER_MEAN, PAPER_STD, resolve_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
-# fixture -> (the zoo architecture it is, the convert options it needs)
+# fixture -> (the zoo architecture it is, the convert options it needs, the relative tolerance)
+# Tolerances: 1e-4 of the largest logit, except where TensorFlow's own float32 logits are further than that
+# from a float64 evaluation of the same function (measured): the retrieval net's GeM + embedding BN (8.1e-4),
+# and the 152-layer net at width 2 (2.4e-2: 150 layers, many of one or two channels, amplify rounding). With
+# torchvision's pooling instead that network is off by 1.4e3, so its tolerance still tells right from wrong;
+# at full width it matches to 5.8e-5 (the check by hand in the README).
 CASES = {
-    "resnet50": ("resnet50", {}),
-    "resnet50d_se": ("resnet50d_se", {}),
-    "resnet50d_sk": ("resnet50d_sk", {}),
-    "assemble_resnet50": ("assemble_resnet50", {}),
-    "assemble_resnet152": ("assemble_resnet152", {}),
+    "resnet50": ("resnet50", {}, 1e-4),
+    "resnet50d_se": ("resnet50d_se", {}, 1e-4),
+    "resnet50d_sk": ("resnet50d_sk", {}, 1e-4),
+    "assemble_resnet50": ("assemble_resnet50", {}, 1e-4),
+    "assemble_resnet152": ("assemble_resnet152", {}, 5e-2),
     # a fine-tuned retrieval network: embedding layer, GeM pooling (weight-free: given with --pool)
-    "assemble_resnet50_retrieval": ("assemble_resnet50", {"pool": "gem"}),
+    "assemble_resnet50_retrieval": ("assemble_resnet50", {"pool": "gem"}, 1.5e-3),
 }
 
 
@@ -64,11 +69,11 @@ def assert_matches(model, path, rel=1e-4):
 @pytest.mark.parametrize("name", list(CASES))
 def test_converted_checkpoint_gives_the_official_logits(name, tmp_path):
     path, meta = fixture(name)
-    arch, options = CASES[name]
+    arch, options, rel = CASES[name]
     out = convert("official", path, tmp_path / f"{name}.safetensors", **options)
     model = load_model(out).eval()
     assert model.arch == arch  # inferred from the variables
-    assert_matches(model, path)
+    assert_matches(model, path, rel)
     # parameters: the official graph's count, less the background class's row where it was dropped
     classes = meta["model_kwargs"]["num_classes"]
     background = model.num_features + 1 if classes == 1001 else 0
@@ -76,7 +81,7 @@ def test_converted_checkpoint_gives_the_official_logits(name, tmp_path):
 
 
 def test_imagenet_head_preprocessing_and_provenance(tmp_path):
-    path, meta = fixture("assemble_resnet50")
+    path, _ = fixture("assemble_resnet50")
     out = convert("official", path, tmp_path / "a.safetensors")
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["num_classes"] == 1000 and len(side["class_names"]) == 1000
@@ -97,19 +102,19 @@ def test_imagenet_head_preprocessing_and_provenance(tmp_path):
 
 def test_the_pooling_conventions_are_what_makes_the_match(tmp_path):
     """With torchvision's pooling the same weights give other logits: the tests above could not pass by luck."""
-    for name in ("resnet50", "assemble_resnet50"):
+    for name in ("resnet50", "assemble_resnet50", "assemble_resnet152"):
         path, _ = fixture(name)
         out = convert("official", path, tmp_path / f"{name}.safetensors")
         torch_pooling = load_model(out, pooling="torch").eval()
         with pytest.raises(AssertionError):
-            assert_matches(torch_pooling, path)
+            assert_matches(torch_pooling, path, CASES[name][2])
 
 
 def test_retrieval_checkpoint_needs_its_pooling_and_keeps_the_embedding(tmp_path):
     path, meta = fixture("assemble_resnet50_retrieval")
     out = convert("official", path, tmp_path / "avg.safetensors")  # GeM is not in the file
     with pytest.raises(AssertionError):
-        assert_matches(load_model(out).eval(), path)
+        assert_matches(load_model(out).eval(), path, CASES["assemble_resnet50_retrieval"][2])
     model = load_model(convert("official", path, tmp_path / "gem.safetensors", pool="gem")).eval()
     assert model.config.embedding_dim == meta["model_kwargs"]["embedding_size"] and model.config.embedding_relu
     x, _ = next(official_logits(path))
@@ -189,7 +194,8 @@ def test_predict_uses_the_official_preprocessing_the_file_records(tmp_path):
     assert res.exit_code == 0, res.output
     model = load_model(out).eval()
     synsets = json.loads(out.with_suffix(".json").read_text())["class_names"]
-    x = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() - torch.tensor([123.68, 116.78, 103.94])[:, None, None]
+    mean = torch.tensor([123.68, 116.78, 103.94])[:, None, None]
+    x = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() - mean
     with torch.no_grad():
         expected = model(x).argmax(1).tolist()
     import csv
