@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
+from ..models.layers import SqueezeExcite
 from ..models.resnet import BigLittleStage, Bottleneck, ResNet
 from ..models.zoo import PAPER_MEAN, PAPER_STD, InputSpec, get_spec, resolve_config
 
@@ -92,10 +93,10 @@ class _Walk:
                              ("running_var", "moving_variance")):
             self.names[f"{key}.{ours}"] = Tensor(f"{variable}/{theirs}", _same)
 
-    def conv_bn(self, key: str, conv_scope: _Scope, bn_scope: _Scope | None = None) -> None:
+    def conv_bn(self, key: str, scope: _Scope) -> None:
         """Our conv_bn Sequential (.0 conv, .1 BN)."""
-        self.conv(f"{key}.0", conv_scope.layer("conv2d"))
-        self.bn(f"{key}.1", (bn_scope or conv_scope).layer("batch_normalization"))
+        self.conv(f"{key}.0", scope.layer("conv2d"))
+        self.bn(f"{key}.1", scope.layer("batch_normalization"))
 
     def block(self, key: str, block: Bottleneck, scope: _Scope) -> None:
         if isinstance(block.shortcut, nn.Sequential):
@@ -117,7 +118,7 @@ class _Walk:
             self.bn(f"{key}.bn2", scope.layer("batch_normalization"))
         self.conv(f"{key}.conv3", scope.layer("conv2d"))
         self.bn(f"{key}.bn3", scope.layer("batch_normalization"))
-        if isinstance(block.se, nn.Module) and hasattr(block.se, "reduce"):
+        if isinstance(block.se, SqueezeExcite):
             se = scope.layer("se_block")
             self.conv(f"{key}.se.reduce", f"{se}/seblock_dense_1")
             self.conv(f"{key}.se.expand", f"{se}/seblock_dense_2")
