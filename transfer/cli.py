@@ -155,6 +155,13 @@ def _recipe_overrides(data_path, epochs, batch_size, device, sets) -> dict:
     return merge_dicts(flags, parse_set(sets))
 
 
+def _exit_as(summary: dict) -> None:
+    """A run stopped by a signal exits 128 + its number (143 for SIGTERM), as the shell reports a killed
+    process: `transfer pretrain ... && transfer finetune ...` does not go on with an unfinished backbone."""
+    if summary.get("exit_code"):
+        sys.exit(summary["exit_code"])
+
+
 def _load_for_training(recipe_arg, default: str, out, resume, overrides):
     """(recipe, name): from the run directory when resuming, else from the recipe file (+ overrides)."""
     from pathlib import Path
@@ -189,7 +196,7 @@ def pretrain(recipe, out, resume, data_path, epochs, batch_size, device, sets) -
 
     r, name = _load_for_training(recipe, "pretrain.yaml", out, resume,
                                  _recipe_overrides(data_path, epochs, batch_size, device, sets))
-    run_training(r, recipe_name=name, out=out, resume=resume)
+    _exit_as(run_training(r, recipe_name=name, out=out, resume=resume))
 
 
 @cli.command()
@@ -213,7 +220,7 @@ def finetune(recipe, backbone, out, resume, data_path, epochs, batch_size, devic
     if r.stage == "pretrain":
         raise TransferError(f"recipe {name} is a pretraining recipe (stage: pretrain); run it with "
                             f"`transfer pretrain`")
-    run_training(r, recipe_name=name, out=out, resume=resume)
+    _exit_as(run_training(r, recipe_name=name, out=out, resume=resume))
 
 
 @cli.command()

@@ -327,7 +327,7 @@ def load_recipe(path: str | Path | None = None, overrides: dict | None = None, *
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:
-    from .models.weights import atomic_write_bytes
+    from .files import atomic_write_bytes
 
     text = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
     atomic_write_bytes(path, f"# resolved recipe (hash {recipe.hash()})\n{text}".encode())

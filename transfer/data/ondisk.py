@@ -55,7 +55,7 @@ class DatasetWriter:
             raise RuntimeError(f"shards missing before finish: {missing[:3]}")
         meta = {"format": ONDISK_FORMAT, "name": self.name, "classes": self.classes,
                 "splits": {s: [f"{s}/{sh}" for sh in shards] for s, shards in splits.items()}, **self.extra}
-        from ..models.weights import atomic_write_bytes
+        from ..files import atomic_write_bytes
 
         atomic_write_bytes(self.out / "dataset.json", (json.dumps(meta, indent=1) + "\n").encode())
         return self.out / "dataset.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TransferError
-from ..models.weights import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

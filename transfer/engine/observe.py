@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
+
+from ..files import append_line, atomic_savefig, atomic_write_text
 
 log = logging.getLogger("transfer")
 
@@ -21,7 +24,10 @@ def _fmt_eta(seconds: float) -> str:
 
 class Observer:
     def __init__(self, run_path: Path, *, total_steps: int, steps_per_epoch: int, epochs: int, log_every: int,
-                 tensorboard: bool, start_step: int = 0, interactive: bool | None = None):
+                 tensorboard: bool, start_step: int = 0, keep_rows: int | None = None,
+                 interactive: bool | None = None):
+        """`keep_rows` (on resume): metrics.jsonl keeps its first rows, as many as the checkpoint counted, and
+        the TensorBoard events are written anew from them, so that neither holds a step twice."""
         self.run_path = run_path
         self.metrics_file = run_path / "metrics.jsonl"
         self.total_steps, self.steps_per_epoch, self.epochs = total_steps, steps_per_epoch, epochs
@@ -30,11 +36,19 @@ class Observer:
         self.start_step = start_step
         self._t0 = time.perf_counter()
         self._window = (time.perf_counter(), start_step)  # (time, step) of the last report
+        self.rows = 0  # records in metrics.jsonl: a checkpoint stores it, a resume truncates to it
+        kept = truncate_metrics(self.metrics_file, keep_rows) if keep_rows is not None else []
+        self.rows = len(kept)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(run_path / "tb"), purge_step=start_step or None)
+            # TensorBoard's purge_step drops events at and after a step for every tag, which loses the records
+            # the checkpoint kept at that step; writing the kept history anew is exact (and cheap: scalars).
+            shutil.rmtree(run_path / "tb", ignore_errors=True)
+            self._tb = SummaryWriter(str(run_path / "tb"))
+            for row in kept:
+                self._scalars(row)
         self._progress = None
         if self.interactive:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -44,22 +58,18 @@ class Observer:
             self._task = self._progress.add_task("train", total=total_steps, completed=start_step, info="")
             self._progress.start()
 
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop records written after the checkpoint, so history has no duplicates."""
-        if not self.metrics_file.is_file():
-            return
-        keep = [line for line in self.metrics_file.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.metrics_file.write_text("".join(line + "\n" for line in keep))
+    def _scalars(self, row: dict) -> None:
+        skip = ("kind", "step", "epoch", "time")
+        for k, v in row.items():
+            if k not in skip and isinstance(v, int | float) and not isinstance(v, bool):
+                self._tb.add_scalar(f"{row['kind']}/{k}", v, row["step"], walltime=row.get("time"))
 
     def record(self, kind: str, step: int, epoch: int, values: dict) -> None:
         row = {"kind": kind, "step": step, "epoch": epoch, "time": round(time.time(), 3), **values}
-        with self.metrics_file.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_line(self.metrics_file, json.dumps(row))
+        self.rows += 1
         if self._tb is not None:
-            for k, v in values.items():
-                if isinstance(v, int | float):
-                    self._tb.add_scalar(f"{kind}/{k}", v, step)
+            self._scalars(row)
 
     def train_step(self, step: int, epoch: int, images_per_step: int, values: dict) -> None:
         """Called at the logging steps; throughput covers the steps since the previous call."""
@@ -116,8 +126,40 @@ def print_summary(summary: dict) -> None:
     Console(stderr=True).print(table)
 
 
+def _rows(text: str) -> list[dict]:
+    """The records of metrics.jsonl text, leaving out lines that are not (a torn last line)."""
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a metrics.jsonl; a line cut short by a kill or a full disk is left out."""
+    return _rows(path.read_text(errors="replace"))
+
+
+def truncate_metrics(path: Path, keep: int) -> list[dict]:
+    """Keep the first `keep` records of metrics.jsonl (those a checkpoint counted), published whole."""
+    if not path.is_file():
+        if keep:
+            log.warning("%s is missing: the history before the checkpoint is lost", path)
+        return []
+    text = path.read_text(errors="replace")
+    rows = _rows(text)
+    if len(rows) < keep:
+        log.warning("%s holds %d of the %d records the checkpoint counted: the history is incomplete", path,
+                    len(rows), keep)
+    rows = rows[:keep]
+    new = "".join(json.dumps(r) + "\n" for r in rows)
+    if new != text:
+        atomic_write_text(path, new)
+    return rows
 
 
 _SCORES = ("top", "recall@", "precision@", "map@")  # validation metrics drawn on the accuracy plot
@@ -152,8 +194,7 @@ def write_plots(metrics_file: Path, out: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        path = out / f"{name}.png"
-        fig.savefig(path)
+        path = atomic_savefig(fig, out / f"{name}.png")
         plt.close(fig)
         written.append(path)
     return written

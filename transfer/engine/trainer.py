@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +22,16 @@ from ..data.loader import EpochBatchSampler, eval_loader, make_loader, sample_se
 from ..data.sources import DataError
 from ..errors import ConfigError, TransferError
 from ..eval.classify import autocast_for, evaluate
+from ..files import fault_point
 from ..models.weights import save_weights
-from ..recipe import Recipe, save_recipe
+from ..recipe import Recipe
 from ..runs import RunDir
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import Dist, all_reduce_sum, any_true
 from .objective import Objective
-from .observe import Observer
+from .observe import Observer, read_metrics
 from .optim import Schedules, bn_momentum_for, make_optimizer
+from .signals import StopSignals
 
 log = logging.getLogger("transfer")
 
@@ -57,18 +57,24 @@ class NonFiniteLoss(TransferError):
 
 @dataclass
 class TrainState:
-    epoch: int = 0
+    """Everything a resume needs beyond the weights and the optimizer: a checkpoint stores it whole."""
+    epoch: int = 0  # epochs trained
     micro_batch: int = 0  # micro-batches consumed in the current epoch
     step: int = 0  # optimizer steps taken
     best: float | None = None
     best_epoch: int | None = None
+    closed: int = 0  # epochs whose end (validation, best weights) is done: a resume closes the others first
+    last_val: dict = dataclasses.field(default_factory=dict)  # the latest validation, for the final sidecar
+    records: int | None = None  # rows of metrics.jsonl written (None: a checkpoint from before this field)
+    bad: int = 0  # unreadable images skipped in the current epoch (this process), and the first few
+    bad_first: list = dataclasses.field(default_factory=list)
 
 
 class Trainer:
     def __init__(self, model: nn.Module, objective: Objective, train_set, val_set, recipe: Recipe,
                  run: RunDir, dist: Dist, *, weights_metadata: dict | None = None,
                  lr_scale: dict[str, float] | None = None, bn_momentum: float | None = None,
-                 validate: Validate | None = None, select: str = "top1"):
+                 validate: Validate | None = None, select: str = "top1", signals: StopSignals | None = None):
         self.model = model  # the plain module: its state is what gets saved
         self.objective = objective
         self.train_set, self.val_set = train_set, val_set
@@ -81,7 +87,7 @@ class Trainer:
         self.validate = validate or classification_validation
         self.select = select
         self.state = TrainState()
-        self._stop: str | None = None
+        self.signals = signals or StopSignals()
 
     # ------------------------------------------------------------------------------------------ setup
     def _micro_batch(self) -> int:
@@ -113,20 +119,11 @@ class Trainer:
             net = torch.compile(net)
         return net
 
-    def _install_signals(self):
-        def handler(signum, frame):
-            self._stop = signal.Signals(signum).name
-
-        previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-                previous[sig] = signal.signal(sig, handler)
-        return previous
-
     # ------------------------------------------------------------------------------------------ checkpoints
-    def _save_checkpoint(self, optimizer, scaler) -> None:
+    def _save_checkpoint(self, optimizer, scaler, observer) -> None:
         if not self.dist.is_main:
             return
+        self.state.records = observer.rows
         save_checkpoint(self.run.checkpoint, {
             "model": self.model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -162,6 +159,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> dict:
+        """Train to the end of the schedule (or to a stop signal); resume=True continues from the checkpoint.
+
+        Returns the summary; its status is "finished" (final weights written; run.json says "reporting": the
+        stage writes plots and report next) or "preempted" (a checkpoint to resume from is written).
+        """
         r, d = self.recipe, self.dist
         micro = self._micro_batch()
         accum = r.optim.accumulation
@@ -181,123 +183,147 @@ class Trainer:
         self.objective.to(dev)
         if resume:
             self._resume(optimizer, scaler)
-        elif d.is_main:
-            save_recipe(r, self.run.recipe)
-            self.run.update_info(stage=r.stage, created=time.time(), recipe_hash=r.hash(), status="running",
-                                 model=getattr(self.model, "arch", None))
         observer = None
         if d.is_main:
+            st = self.state
+            keep = None
+            if resume:  # records after the checkpoint are redone; a checkpoint without a count: by step
+                old = read_metrics(self.run.metrics) if self.run.metrics.is_file() else []
+                keep = st.records if st.records is not None else sum(1 for row in old if row.get("step", 0) <= st.step)
             observer = Observer(self.run.path, total_steps=schedules.total_steps, steps_per_epoch=steps_per_epoch,
                                 epochs=r.schedule.epochs, log_every=r.output.log_every_steps,
-                                tensorboard=r.output.tensorboard, start_step=self.state.step)
+                                tensorboard=r.output.tensorboard, start_step=st.step, keep_rows=keep)
             if resume:
-                observer.truncate_after(self.state.step)
-                observer.message("resumed %s at epoch %d, step %d", self.run.path, self.state.epoch + 1,
-                                 self.state.step)
-            self.run.update_info(status="running")
+                observer.message("resumed %s at epoch %d, step %d", self.run.path, min(st.epoch + 1, r.schedule.epochs),
+                                 st.step)
+            self.run.update_info(status="running", model=getattr(self.model, "arch", None))
         val = eval_loader(self.val_set, micro, r.runtime.workers, rank=d.rank, world=d.world, persistent=True) \
             if self.val_set is not None else None
-        previous = self._install_signals()
-        status = "finished"
-        last_val: dict = {}
         try:
-            status, last_val = self._loop(net, optimizer, scaler, sampler, schedules, observer, val, accum)
+            status = self._loop(net, optimizer, scaler, sampler, schedules, observer, val, accum)
         except BaseException:
             if d.is_main:
                 self.run.update_info(status="failed")
             if observer is not None:
                 observer.close(plots=False)
             raise
-        finally:
-            for sig, h in previous.items():
-                signal.signal(sig, h)
-        summary = {"status": status, "epochs": self.state.epoch, "steps": self.state.step,
-                   **{f"val_{k}": v for k, v in last_val.items() if isinstance(v, int | float)}}
-        if self.state.best is not None:
-            summary[f"best_{self.select}"] = self.state.best
-            summary["best_epoch"] = self.state.best_epoch
+        summary = self.summary(status)
         if d.is_main:
-            summary["run"] = str(self.run.path)
-            self.run.update_info(status=status, best=self.state.best, best_metric=self.select,
-                                 best_epoch=self.state.best_epoch, steps=self.state.step, epochs_done=self.state.epoch)
-            observer.close(summary, plots=r.output.plots)
+            self.run.update_info(status="reporting" if status == "finished" else status, best=self.state.best,
+                                 best_metric=self.select, best_epoch=self.state.best_epoch, steps=self.state.step,
+                                 epochs_done=self.state.epoch)
+            observer.close(plots=False)
         return summary
 
-    def _loop(self, net, optimizer, scaler, sampler, schedules, observer, val, accum) -> tuple[str, dict]:
+    def summary(self, status: str) -> dict:
+        st = self.state
+        summary = {"status": status, "epochs": st.epoch, "steps": st.step,
+                   **{f"val_{k}": v for k, v in st.last_val.items() if isinstance(v, int | float)}}
+        if st.best is not None:
+            summary[f"best_{self.select}"] = st.best
+            summary["best_epoch"] = st.best_epoch
+        summary["run"] = str(self.run.path)
+        return summary
+
+    def _stop_requested(self) -> bool:
+        return any_true(self.signals.received is not None, self.dist)
+
+    def _preempted(self, observer) -> str:
+        if observer is not None:
+            observer.message("stopped by %s at step %d: checkpoint written to %s; continue with --resume --out %s",
+                             self.signals.received or "another process", self.state.step, self.run.checkpoint,
+                             self.run.path, warning=True)
+        return "preempted"
+
+    def _loop(self, net, optimizer, scaler, sampler, schedules, observer, val, accum) -> str:
         r, d, st = self.recipe, self.dist, self.state
-        dev = d.device
         epochs = r.schedule.epochs
         micro_per_epoch = sampler.steps_per_epoch * accum
         ckpt_every = r.output.checkpoint_every_steps
-        last_val: dict = {}
         net.train()
-        loader = make_loader(self.train_set, sampler, r.runtime.workers, pin_memory=dev.type == "cuda",
+        loader = make_loader(self.train_set, sampler, r.runtime.workers, pin_memory=d.device.type == "cuda",
                              persistent=True)
-        while st.epoch < epochs:
+        while True:
+            if st.micro_batch == 0 and st.closed < st.epoch:
+                self._close_epoch(net, optimizer, scaler, observer, val)
+                if self._stop_requested():
+                    return self._preempted(observer)
+            if st.epoch >= epochs:
+                break
             sampler.set_epoch(st.epoch, st.micro_batch)
-            bad_count, bad_first = 0, []
-            loss_sum = torch.zeros((), device=dev)
-            for batch in loader:
-                a = st.micro_batch % accum
-                if a == 0:
-                    seed_step(sample_seed(r.runtime.seed, st.step, d.rank), dev)
-                    values = schedules.apply(st.step, optimizer, self.model)
-                    loss_sum.zero_()
-                st.micro_batch += 1
-                if batch.bad:
-                    bad_count += len(batch.bad)
-                    bad_first += [f"{b.ident} ({b.reason})" for b in batch.bad[:5 - len(bad_first)]]
-                    if r.data.on_bad_image == "fail":
-                        b = batch.bad[0]
-                        raise DataError(f"unreadable image {b.ident}: {b.reason} (data.on_bad_image=fail; "
-                                        f"set it to skip to leave such images out)")
-                last = a == accum - 1
-                if len(batch):
-                    loss = self._forward_backward(net, batch, scaler, accum, last)
-                    loss_sum += loss.detach() / accum
-                if not last:
-                    continue
-                self._optimizer_step(net, optimizer, scaler)
-                st.step += 1
-                if st.micro_batch == micro_per_epoch:
-                    st.epoch, st.micro_batch = st.epoch + 1, 0
-                stop = any_true(self._stop is not None, d)
-                if st.step % r.output.log_every_steps == 0 or st.step == schedules.total_steps:
-                    # the logged loss is the mean over all processes (every process joins the reduction)
-                    loss_mean = float(all_reduce_sum(loss_sum.clone(), d)) / d.world
-                    if observer is not None:
-                        observer.train_step(st.step, st.epoch if st.micro_batch else st.epoch - 1,
-                                            r.optim.batch_size, {"loss": loss_mean, **values})
-                if stop or (ckpt_every and st.step % ckpt_every == 0):
-                    self._save_checkpoint(optimizer, scaler)
-                if stop:
-                    if observer is not None:
-                        observer.message("stopped by %s at step %d: checkpoint written to %s; continue with "
-                                         "--resume --out %s", self._stop or "another process", st.step,
-                                         self.run.checkpoint, self.run.path, warning=True)
-                    return "preempted", last_val
-                if st.micro_batch == 0:
-                    break  # epoch complete
-            # ---- end of epoch
-            counts = all_reduce_sum(torch.tensor([float(bad_count)], device=dev), d)
-            if counts.item() and observer is not None:
-                observer.message("epoch %d: skipped %d unreadable images (first: %s)", st.epoch, int(counts.item()),
-                                 "; ".join(bad_first), warning=True)
-            self._save_checkpoint(optimizer, scaler)
-            if val is not None and (st.epoch % r.eval.every_epochs == 0 or st.epoch == epochs):
-                self._sync_buffers()
-                last_val = self.validate(self.model, val, dev, r, d)
-                net.train()
-                if observer is not None:
-                    observer.evaluation(st.step, st.epoch - 1, last_val)
-                score = last_val.get(self.select)
-                if score is not None and (st.best is None or score > st.best):
-                    st.best, st.best_epoch = score, st.epoch
-                    self._save_weights("best", last_val)
-                    self._save_checkpoint(optimizer, scaler)  # the best metric is part of the state
+            if self._train_epoch(net, optimizer, scaler, loader, schedules, observer, accum, micro_per_epoch,
+                                 ckpt_every):
+                return self._preempted(observer)
         self._sync_buffers()
-        self._save_weights("final", last_val)
-        return "finished", last_val
+        self._save_weights("final", st.last_val)
+        return "finished"
+
+    def _train_epoch(self, net, optimizer, scaler, loader, schedules, observer, accum, micro_per_epoch,
+                     ckpt_every) -> bool:
+        """Train until the epoch ends (False) or a stop signal (True: a checkpoint is written)."""
+        r, d, st = self.recipe, self.dist, self.state
+        loss_sum = torch.zeros((), device=d.device)
+        for batch in loader:
+            a = st.micro_batch % accum
+            if a == 0:
+                seed_step(sample_seed(r.runtime.seed, st.step, d.rank), d.device)
+                values = schedules.apply(st.step, optimizer, self.model)
+                loss_sum.zero_()
+            st.micro_batch += 1
+            if batch.bad:
+                st.bad += len(batch.bad)
+                st.bad_first += [f"{b.ident} ({b.reason})" for b in batch.bad[:max(5 - len(st.bad_first), 0)]]
+                if r.data.on_bad_image == "fail":
+                    b = batch.bad[0]
+                    raise DataError(f"unreadable image {b.ident}: {b.reason} (data.on_bad_image=fail; "
+                                    f"set it to skip to leave such images out)")
+            last = a == accum - 1
+            if len(batch):
+                loss = self._forward_backward(net, batch, scaler, accum, last)
+                loss_sum += loss.detach() / accum
+            if not last:
+                continue
+            self._optimizer_step(net, optimizer, scaler)
+            st.step += 1
+            if st.micro_batch == micro_per_epoch:
+                st.epoch, st.micro_batch = st.epoch + 1, 0
+            stop = self._stop_requested()
+            if st.step % r.output.log_every_steps == 0 or st.step == schedules.total_steps:
+                # the logged loss is the mean over all processes (every process joins the reduction)
+                loss_mean = float(all_reduce_sum(loss_sum.clone(), d)) / d.world
+                if observer is not None:
+                    observer.train_step(st.step, st.epoch if st.micro_batch else st.epoch - 1,
+                                        r.optim.batch_size, {"loss": loss_mean, **values})
+            # the epoch's end writes its own checkpoint, after validation
+            if stop or (ckpt_every and st.step % ckpt_every == 0 and st.micro_batch):
+                self._save_checkpoint(optimizer, scaler, observer)
+            if stop:
+                return True
+            if st.micro_batch == 0:
+                return False
+        return False
+
+    def _close_epoch(self, net, optimizer, scaler, observer, val) -> None:
+        """The end of an epoch: report skipped images, validate, keep the best weights; then the checkpoint,
+        so that a kill anywhere before it redoes all of this on resume."""
+        r, d, st = self.recipe, self.dist, self.state
+        counts = all_reduce_sum(torch.tensor([float(st.bad)], device=d.device), d)
+        if counts.item() and observer is not None:
+            observer.message("epoch %d: skipped %d unreadable images (first: %s)", st.epoch, int(counts.item()),
+                             "; ".join(st.bad_first), warning=True)
+        if val is not None and (st.epoch % r.eval.every_epochs == 0 or st.epoch == r.schedule.epochs):
+            fault_point("validation")
+            self._sync_buffers()
+            st.last_val = self.validate(self.model, val, d.device, r, d)
+            net.train()
+            if observer is not None:
+                observer.evaluation(st.step, st.epoch - 1, st.last_val)
+            score = st.last_val.get(self.select)
+            if score is not None and (st.best is None or score > st.best):
+                st.best, st.best_epoch = score, st.epoch
+                self._save_weights("best", st.last_val)
+        st.closed, st.bad, st.bad_first = st.epoch, 0, []
+        self._save_checkpoint(optimizer, scaler, observer)
 
     def _forward_backward(self, net, batch, scaler, accum: int, last: bool) -> torch.Tensor:
         r, d = self.recipe, self.dist

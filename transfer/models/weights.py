@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from ..errors import WeightsError
+from ..files import atomic_write_bytes
 
 log = logging.getLogger("transfer")
 
@@ -38,21 +38,6 @@ _BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def model_metadata(model: nn.Module, **extra) -> dict:
@@ -84,10 +69,7 @@ def save_weights(model: nn.Module, path: str | Path, **extra) -> Path:
         raise WeightsError(f"weights path {path} must end in .safetensors")
     meta = model_metadata(model, **extra)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
-        tmp_file = Path(tmp) / "w.safetensors"
-        save_file(state, str(tmp_file), metadata={"transfer": json.dumps(meta)})
-        atomic_write_bytes(path, tmp_file.read_bytes())
+    atomic_write_bytes(path, safetensors_bytes(state, metadata={"transfer": json.dumps(meta)}))
     atomic_write_bytes(sidecar_path(path), (json.dumps(meta, indent=2) + "\n").encode())
     return path
 

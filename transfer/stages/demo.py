@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models.weights import atomic_write_bytes
+from ..files import atomic_write_bytes
 from ..recipe import load_recipe, merge_dicts
 from ..recipes import find_recipe
 

@@ -12,7 +12,8 @@ from ..data.transforms import eval_transform, from_spec
 from ..errors import ConfigError
 from ..eval.classify import evaluate
 from ..eval.throughput import resolve_device
-from ..models.weights import atomic_write_bytes, load_model
+from ..files import atomic_write_bytes
+from ..models.weights import load_model
 from ..recipe import DataSection, Recipe, load_recipe
 from ..runs import RunDir, resolve_weights
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import torch
 
 from ..data.loader import eval_loader
 from ..eval.classify import confusion_matrix, evaluate, most_confused, per_class_accuracy
-from ..models.weights import atomic_write_bytes, load_model
+from ..files import atomic_savefig, atomic_write_bytes, atomic_write_csv, building_dir
+from ..models.weights import load_model
 from ..recipe import Recipe
 from ..runs import RunDir
 
@@ -41,8 +41,7 @@ def confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "
     ax.set_title(title)
     fig.colorbar(im, fraction=0.046)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_savefig(fig, path)
     plt.close(fig)
     return path
 
@@ -55,18 +54,12 @@ def write_report(out: Path, result: dict, labels: np.ndarray, ids: list[str], cl
     cm = confusion_matrix(labels, preds, len(classes))
     acc = per_class_accuracy(cm)
     confused = most_confused(cm, classes)
-    out.mkdir(parents=True, exist_ok=True)
     confusion_png(cm, classes, out / "confusion.png")
-    with (out / "per_class.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["class", "accuracy", "count"])
-        for c, a, n in zip(classes, acc, cm.sum(1), strict=True):
-            w.writerow([c, f"{a:.6f}", int(n)])
-    with (out / "predictions.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "prediction", "probability"])
-        for ident, y, p, pr in zip(ids, labels, preds, probs, strict=True):
-            w.writerow([ident, classes[y], classes[p], f"{pr[p]:.6f}"])
+    atomic_write_csv(out / "per_class.csv", ["class", "accuracy", "count"],
+                     [[c, f"{a:.6f}", int(n)] for c, a, n in zip(classes, acc, cm.sum(1), strict=True)])
+    atomic_write_csv(out / "predictions.csv", ["path", "label", "prediction", "probability"],
+                     [[ident, classes[y], classes[p], f"{pr[p]:.6f}"]
+                      for ident, y, p, pr in zip(ids, labels, preds, probs, strict=True)])
     summary = {"top1": result["top1"], "top5": result.get("top5"), "count": result["count"],
                "mean_per_class_accuracy": float(np.nanmean(acc)), "most_confused": confused}
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
@@ -81,6 +74,6 @@ def classification_report(run: RunDir, val_set, recipe: Recipe, device: torch.de
                       precision=recipe.runtime.precision, topk=recipe.eval.topk, keep_logits=True)
     records = val_set.records
     idx = result["indices"]
-    summary = write_report(run.path / "report", result, records.labels[idx], [records.ids[i] for i in idx],
-                           records.classes)
+    with building_dir(run.path / "report") as out:  # a stop or a kill never leaves half a report
+        summary = write_report(out, result, records.labels[idx], [records.ids[i] for i in idx], records.classes)
     return {"report_top1": summary["top1"], "report_mean_per_class": summary["mean_per_class_accuracy"]}

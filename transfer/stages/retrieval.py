@@ -27,7 +27,7 @@ from ..errors import ConfigError, TransferError
 from ..eval import index as knn
 from ..eval.classify import autocast_for
 from ..eval.retrieval import DEFINITION, Metric, neighbours_needed, parse_metrics, relevant_counts, retrieval_metrics
-from ..models.weights import atomic_write_bytes
+from ..files import atomic_savefig, atomic_write_bytes, building_dir, make_dir
 from ..recipe import Recipe, RetrievalSection
 
 log = logging.getLogger("transfer")
@@ -162,7 +162,7 @@ class RetrievalValidation:
 # ------------------------------------------------------------------------------------------------ outputs
 def save_outputs(out: Path, emb: np.ndarray, records: Records, readable: np.ndarray, ev: Evaluation,
                  grid: bool = True) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     n = len(records)
     is_query = np.zeros(n, bool)
     is_query[ev.queries] = True
@@ -230,8 +230,7 @@ def write_grid(path: Path, records: Records, ev: Evaluation, rows: int = 6, k: i
                 spine.set_linewidth(3 if c else 1)
     fig.suptitle("queries (left) and nearest gallery images; green = same class", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -256,9 +255,10 @@ def retrieval_report(run, records: Records, dataset, recipe: Recipe, device: tor
     from ..runs import resolve_weights
 
     model = load_model(resolve_weights(run.path)).to(device)
-    ev, _ = score_and_save(model, records, dataset, parse_metrics(recipe.retrieval.metrics), run.path / "retrieval",
-                           device=device, precision=recipe.runtime.precision, backend=recipe.retrieval.backend,
-                           workers=recipe.runtime.workers)
+    with building_dir(run.path / "retrieval") as out:  # a stop or a kill never leaves half of it
+        ev, _ = score_and_save(model, records, dataset, parse_metrics(recipe.retrieval.metrics), out, device=device,
+                               precision=recipe.runtime.precision, backend=recipe.retrieval.backend,
+                               workers=recipe.runtime.workers)
     return {f"test_{k}": v for k, v in ev.metrics.items() if isinstance(v, float)}
 
 

@@ -28,7 +28,7 @@ from ..eval.robustness import (
     select_severities,
 )
 from ..eval.throughput import BenchmarkSettings, measure_throughput, resolve_device
-from ..models.weights import atomic_write_bytes
+from ..files import atomic_write_bytes
 from ..runs import RunDir
 from .evaluation import open_for_evaluation
 

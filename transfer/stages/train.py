@@ -17,8 +17,10 @@ from ..data.sources import DataError, Records, open_split
 from ..data.transforms import Preprocessing, eval_transform, resolve, train_transform
 from ..engine import distributed
 from ..engine.objective import Objective
+from ..engine.signals import Stopped, StopSignals
 from ..engine.trainer import Trainer
 from ..errors import ConfigError, TransferError
+from ..files import atomic_write_csv
 from ..models import create_model
 from ..models.weights import load_model, load_weights, read_metadata
 from ..recipe import Recipe
@@ -103,37 +105,55 @@ def resolve_backbone(backbone: str) -> Path:
     return resolve_weights(backbone)
 
 
-def _shared_run_dir(recipe: Recipe, recipe_name: str, out: str | None, resume: bool, d) -> RunDir:
-    """Rank 0 chooses (and creates) the run directory; the other processes learn it from rank 0."""
-    path = [None]
+def _shared_run_dir(recipe: Recipe, recipe_name: str, out: str | None, resume: bool, d) -> tuple[RunDir, str]:
+    """Rank 0 chooses (and creates) the run directory; the other processes learn it (and the mode) from rank 0."""
+    chosen = [None]
     if d.is_main:
-        path[0] = str(new_run_dir(recipe.stage, recipe_name, out, resume).path)
+        run, mode = new_run_dir(recipe, recipe_name, out, resume)
+        chosen[0] = (str(run.path), mode)
     if d.enabled:
         import torch.distributed as tdist
 
-        tdist.broadcast_object_list(path, src=0)
-    return RunDir(Path(path[0]))
+        tdist.broadcast_object_list(chosen, src=0)
+    return RunDir(Path(chosen[0][0])), chosen[0][1]
 
 
 def record_made_splits(run: RunDir, data: StageData) -> None:
     """When the data had no validation split and one was drawn here, write it into the run (split.csv)."""
-    import csv
-
     parts = [(name, rec) for name, rec in (("train", data.train), ("validation", data.val))
              if rec is not None and getattr(rec, "made_split", False)]
-    if not parts:
-        return
-    with (run.path / "split.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", "split"])
-        for name, rec in parts:
-            for ident, label in zip(rec.ids, rec.labels, strict=True):
-                w.writerow([ident, rec.classes[label], name])
+    if parts:
+        atomic_write_csv(run.path / "split.csv", ["path", "label", "split"],
+                         [[ident, rec.classes[label], name] for name, rec in parts
+                          for ident, label in zip(rec.ids, rec.labels, strict=True)])
+
+
+def _finished_summary(run: RunDir) -> dict:
+    """What a finished run's run.json says, as a summary."""
+    info = run.info()
+    summary = {"status": "finished", "epochs": info.get("epochs_done"), "steps": info.get("steps")}
+    if info.get("best") is not None:
+        summary[f"best_{info.get('best_metric', 'top1')}"] = info["best"]
+        summary["best_epoch"] = info.get("best_epoch")
+    return {**summary, "run": str(run.path)}
 
 
 def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, resume: bool = False,
                  report: bool = True) -> dict:
-    """Train as the recipe says, then (classification) report on the validation split with the best weights."""
+    """Train as the recipe says, then write the plots and (with validation data) the report of the best weights.
+
+    A stop signal at any moment leaves the run for `--resume` (summary status "preempted", `exit_code` set);
+    `--resume` on a finished run changes nothing.
+    """
+    with StopSignals() as signals:
+        summary = _run_training(recipe, recipe_name, out, resume, report, signals)
+    if summary.get("status") == "preempted":
+        summary["exit_code"] = signals.exit_code
+    return summary
+
+
+def _run_training(recipe: Recipe, recipe_name: str, out: str | None, resume: bool, report: bool,
+                  signals: StopSignals) -> dict:
     from . import retrieval as rt
 
     is_retrieval = recipe.stage == "retrieval"
@@ -141,6 +161,13 @@ def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, re
         rt.check_recipe(recipe)
     d = distributed.setup(recipe.runtime.device)
     try:
+        if resume:  # a finished run: say so before opening any data (every process reads the same run.json)
+            done = RunDir(Path(out)) if out else None
+            if done is not None and done.info().get("status") == "finished" and done.recipe.is_file():
+                if d.is_main:
+                    log.info("%s is finished already; nothing to do (delete it, or choose another --out, to "
+                             "train again)", done.path)
+                return _finished_summary(done)
         torch.manual_seed(recipe.runtime.seed)  # the same initial weights on every process
         data = open_retrieval_data(recipe) if is_retrieval else open_data(recipe)
         m = recipe.model
@@ -174,19 +201,46 @@ def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, re
             validate, select = rt.RetrievalValidation(data.val, recipe.retrieval), recipe.retrieval.select
             if recipe.retrieval.loss == "arcface":
                 objective.margin, objective.logit_scale = recipe.retrieval.margin, recipe.retrieval.scale
-        run = _shared_run_dir(recipe, recipe_name, out, resume, d)
-        if d.is_main and not resume:
+        run, mode = _shared_run_dir(recipe, recipe_name, out, resume, d)
+        if d.is_main and mode in ("new", "restart"):
             record_made_splits(run, data)
         trainer = Trainer(model, objective, train_set, val_set, recipe, run, d, weights_metadata=extra,
-                          lr_scale=lr_scale, validate=validate, select=select)
-        summary = trainer.fit(resume=resume)
-        if d.is_main and summary.get("status") == "finished" and data.val is not None and report:
-            if is_retrieval:
-                summary.update(rt.retrieval_report(run, data.val, val_set, recipe, d.device))
-            else:
-                from .report import classification_report
-
-                summary.update(classification_report(run, val_set, recipe, d.device))
+                          lr_scale=lr_scale, validate=validate, select=select, signals=signals)
+        if mode == "report":
+            summary = {**_finished_summary(run), "status": "reporting"}
+            log.info("%s: training is finished; writing its plots and report", run.path)
+        else:
+            summary = trainer.fit(resume=mode == "resume")
+        if d.is_main and summary["status"] != "preempted":
+            summary = _write_reports(run, recipe, data, val_set, d, signals, summary, report, is_retrieval)
         return summary
     finally:
         distributed.teardown(d)
+
+
+def _write_reports(run: RunDir, recipe: Recipe, data: StageData, val_set, d, signals: StopSignals, summary: dict,
+                   report: bool, is_retrieval: bool) -> dict:
+    """The plots and the report of a trained run, then status finished. A stop signal abandons them (each is
+    built whole before it is published) and leaves status "reporting" for --resume."""
+    from ..engine.observe import print_summary, write_plots
+    from . import retrieval as rt
+
+    try:
+        with signals.interrupting():
+            if recipe.output.plots and run.metrics.is_file():
+                write_plots(run.metrics, run.path / "plots")
+            if data.val is not None and report:
+                if is_retrieval:
+                    summary.update(rt.retrieval_report(run, data.val, val_set, recipe, d.device))
+                else:
+                    from .report import classification_report
+
+                    summary.update(classification_report(run, val_set, recipe, d.device))
+    except Stopped as stop:
+        log.warning("stopped by %s while writing the plots and report: the weights are saved; finish with "
+                    "--resume --out %s", stop.name, run.path)
+        return {**summary, "status": "preempted"}
+    run.update_info(status="finished")
+    summary["status"] = "finished"
+    print_summary(summary)
+    return summary
