@@ -46,3 +46,48 @@ def run_cli(tmp_path: Path, *args, check: bool = True) -> subprocess.CompletedPr
     if check and res.returncode != 0:
         raise AssertionError(f"transfer {' '.join(map(str, args))} failed ({res.returncode}):\n{res.stderr[-3000:]}")
     return res
+
+
+# ---------------------------------------------------------------------------------------------- run artefacts
+_TIMES = ("time", "images_per_second", "updated", "created")  # wall-clock values: they differ run to run
+
+
+def tensorboard_scalars(tb: Path) -> list[tuple[str, int, float]]:
+    """Every scalar event under tb/ as (tag, step, value), in file order."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    out = []
+    for f in sorted(tb.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(f)).Load():
+            for v in event.summary.value:
+                value = v.simple_value if v.HasField("simple_value") else float(tensor_util.make_ndarray(v.tensor))
+                out.append((v.tag, event.step, round(value, 6)))
+    return out
+
+
+def run_artefacts(run: Path) -> dict:
+    """What a finished run gives its user, with wall-clock values left out: weights files (bytes), sidecars,
+    run.json, metrics.jsonl rows, TensorBoard scalars, and every file of plots/, report/ and retrieval/."""
+    import json
+
+    out = {}
+    for f in sorted((run / "weights").iterdir()):
+        out[f"weights/{f.name}"] = json.loads(f.read_text()) if f.suffix == ".json" else f.read_bytes()
+    out["run.json"] = {k: v for k, v in json.loads((run / "run.json").read_text()).items() if k not in _TIMES}
+    out["metrics"] = [{k: v for k, v in json.loads(line).items() if k not in _TIMES}
+                      for line in (run / "metrics.jsonl").read_text().splitlines()]
+    out["tb"] = sorted(e for e in tensorboard_scalars(run / "tb") if not e[0].endswith(_TIMES))
+    for folder in ("plots", "report", "retrieval"):
+        for f in sorted((run / folder).rglob("*")) if (run / folder).is_dir() else []:
+            out[str(f.relative_to(run))] = f.read_bytes()
+    out["temporaries"] = sorted(str(p.relative_to(run)) for p in run.rglob("*.tmp"))
+    return out
+
+
+def assert_same_artefacts(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys(), sorted(set(got) ^ set(want))
+    different = [k for k in want if got[k] != want[k]]
+    assert not different, {k: (str(got[k])[:300], str(want[k])[:300]) for k in different[:3]}
+    steps = [(tag, step) for tag, step, _ in got["tb"]]
+    assert len(steps) == len(set(steps)), "a TensorBoard step is written twice"

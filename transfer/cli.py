@@ -16,7 +16,25 @@ from .errors import TransferError
 
 
 class _Group(click.Group):
-    """Turns TransferErrors raised by any command into one line on stderr and exit status 2."""
+    """Turns TransferErrors raised by any command, and click's usage errors, into one line on stderr and exit
+    status 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else prog_name or "transfer"
+            click.echo(f"error: {e.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:

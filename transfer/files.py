@@ -3,10 +3,11 @@ a full disk or a read-only folder is one line that names the path.
 
 This is the ground floor: any module may import it, it imports nothing of the project but the errors.
 
-A fault hook for the tests and tools/torture.py: with TRANSFER_TEST_FAULT=NAME:N:WHEN in the environment,
-the process kills itself (SIGKILL, or raises OSError(ENOSPC) when WHEN is `enospc`) at the Nth publish of a
-file called NAME (or at the Nth `fault_point(NAME)`). WHEN is `before` (temporary file written, not yet
-renamed), `after` (renamed), `torn` (an append that stops half-way) or `enospc`. Nothing happens without it.
+A fault hook for the tests and tools/torture.py: with TRANSFER_TEST_FAULT=NAME:N:ACTION in the environment,
+the Nth publish of a file (or folder) called NAME in this process, or the Nth `fault_point(NAME)`, does ACTION:
+`before` / `after` SIGKILL this process before / after the rename, `torn` stops an append half-way and
+SIGKILLs, `enospc` / `erofs` raise the OSError of a full disk / a read-only file system, `sigterm` sends this
+process SIGTERM (a preemption) and carries on. Without the variable nothing happens.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .errors import TransferError
 
 TEMP_SUFFIX = ".tmp"
 _FAULT_ENV = "TRANSFER_TEST_FAULT"
-_fault_counts: dict[str, int] = {}
+_fault_counts: dict = {}
 
 
 def _umask() -> int:
@@ -55,20 +56,28 @@ def output_error(path: Path, e: OSError, needed: int | None = None) -> OutputErr
     return OutputError(f"cannot write {path}: {e.strerror or e}")
 
 
-def fault_point(name: str, when: str = "before") -> None:
-    """Where TRANSFER_TEST_FAULT may kill this process (see the module docstring)."""
+_ACTIONS = {"before": "before", "after": "after", "torn": "torn", "enospc": "before", "erofs": "before",
+            "sigterm": "before"}  # action -> the moment it happens at
+
+
+def fault_point(name: str, moment: str = "before") -> None:
+    """Where TRANSFER_TEST_FAULT acts (see the module docstring)."""
     spec = os.environ.get(_FAULT_ENV)
     if not spec:
         return
-    target, nth, kind = spec.split(":")
-    if target != name or kind not in (when, "enospc" if when == "before" else ""):
+    target, nth, action = spec.rsplit(":", 2)
+    if target != name or _ACTIONS.get(action) != moment:
         return
+    if _fault_counts.get("spec") != spec:  # a new fault (tests run several in one process): count anew
+        _fault_counts.clear()
+        _fault_counts["spec"] = spec
     _fault_counts[name] = _fault_counts.get(name, 0) + 1
     if _fault_counts[name] != int(nth):
         return
-    if kind == "enospc":
-        raise OSError(errno.ENOSPC, "No space left on device (injected)")
-    os.kill(os.getpid(), signal.SIGKILL)
+    if action in ("enospc", "erofs"):
+        code = errno.ENOSPC if action == "enospc" else errno.EROFS
+        raise OSError(code, os.strerror(code))
+    os.kill(os.getpid(), signal.SIGTERM if action == "sigterm" else signal.SIGKILL)
 
 
 def make_dir(path: Path) -> Path:
@@ -127,12 +136,12 @@ def append_line(path: Path, line: str) -> None:
     data = (line + "\n").encode()
     try:
         with open(path, "ab") as f:
-            spec = os.environ.get(_FAULT_ENV, "")
-            if spec.startswith(f"{path.name}:") and spec.endswith(":torn"):
-                f.write(data[: len(data) // 2])
+            half = len(data) // 2 if os.environ.get(_FAULT_ENV, "").endswith(":torn") else 0
+            if half:
+                f.write(data[:half])
                 f.flush()
                 fault_point(path.name, "torn")
-            f.write(data)
+            f.write(data[half:])
     except OSError as e:
         raise output_error(path, e, len(data)) from None
 
@@ -148,17 +157,21 @@ def building_dir(final: Path):
         if leftover.exists():
             shutil.rmtree(leftover)
     make_dir(tmp)
-    yield tmp
     try:
+        yield tmp
         if final.exists():
             os.replace(final, old)
         fault_point(final.name, "before")
         os.replace(tmp, final)
         fault_point(final.name, "after")
-        if old.exists():
-            shutil.rmtree(old)
     except OSError as e:
         raise output_error(final, e) from None
+    finally:  # after a failure: the previous folder back in place, no staging left
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            os.replace(old, final)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def remove_temporaries(folder: Path) -> list[Path]:
