@@ -162,7 +162,10 @@ def test_predict_writes_a_csv_that_matches_the_model(tmp_path):
     model = load_model(tmp_path / "run" / "weights" / "best.safetensors").eval()
     classes = model.weights_metadata["class_names"]
     by_path = {r["path"]: r for r in rows}
-    assert by_path[str(tmp_path / "imgs" / "x" / "broken.jpg")]["prediction"] == ""
+    broken = by_path[str(tmp_path / "imgs" / "x" / "broken.jpg")]
+    assert broken["prediction"] == broken["prediction_2"] == "" and broken["status"].startswith("unreadable: ")
+    assert list(rows[0]) == ["path", "prediction", "probability", "prediction_2", "probability_2", "status"]
+    assert sum(r["status"] == "ok" for r in rows) == 4
     for p, _ in paths:
         x = eval_transform(from_spec(model.input_spec))(Image.open(p).convert("RGB"))
         with torch.no_grad():
@@ -170,6 +173,13 @@ def test_predict_writes_a_csv_that_matches_the_model(tmp_path):
         assert by_path[str(p)]["prediction"] == classes[int(prob.argmax())]
         assert float(by_path[str(p)]["probability"]) == pytest.approx(float(prob.max()), abs=1e-5)
     assert invoke("predict", tmp_path / "run", tmp_path / "nothing").exit_code == 2
+    # its own CSV is replaced; any other file is left alone (a weights file above all)
+    assert invoke("predict", tmp_path / "run", tmp_path / "imgs", "--out", tmp_path / "p.csv").exit_code == 0
+    weights = tmp_path / "run" / "weights" / "final.safetensors"
+    before = weights.read_bytes()
+    res = invoke("predict", tmp_path / "run", tmp_path / "imgs", "--out", weights)
+    assert res.exit_code == 2 and "exists and is not a predictions CSV" in res.output
+    assert weights.read_bytes() == before
 
 
 def test_class_count_mismatch_between_data_and_head(tmp_path):

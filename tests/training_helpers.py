@@ -66,6 +66,14 @@ def tensorboard_scalars(tb: Path) -> list[tuple[str, int, float]]:
     return out
 
 
+def _npz(path: Path) -> dict:
+    """An .npz's arrays as bytes (the zip itself records the time it was written)."""
+    import numpy as np
+
+    with np.load(path) as z:
+        return {k: (z[k].dtype.str, z[k].shape, z[k].tobytes()) for k in z.files}
+
+
 def run_artefacts(run: Path) -> dict:
     """What a finished run gives its user, with wall-clock values left out: weights files (bytes), sidecars,
     run.json, metrics.jsonl rows, TensorBoard scalars, and every file of plots/, report/ and retrieval/."""
@@ -80,7 +88,7 @@ def run_artefacts(run: Path) -> dict:
     out["tb"] = sorted(e for e in tensorboard_scalars(run / "tb") if not e[0].endswith(_TIMES))
     for folder in ("plots", "report", "retrieval"):
         for f in sorted((run / folder).rglob("*")) if (run / folder).is_dir() else []:
-            out[str(f.relative_to(run))] = f.read_bytes()
+            out[str(f.relative_to(run))] = _npz(f) if f.suffix == ".npz" else f.read_bytes()
     out["temporaries"] = sorted(str(p.relative_to(run)) for p in run.rglob("*.tmp"))
     return out
 

@@ -80,6 +80,30 @@ def fault_point(name: str, moment: str = "before") -> None:
     os.kill(os.getpid(), signal.SIGTERM if action == "sigterm" else signal.SIGKILL)
 
 
+def check_output_file(path: Path, ours, what: str) -> Path:
+    """Refuse to write over a file this command did not make: `ours(path)` tells one of its own outputs."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name for the {what}")
+    if path.exists() and not ours(path):
+        raise OutputError(f"{path} exists and is not a {what}; it is left alone: choose another output path")
+    return path
+
+
+def check_output_dir(path: Path, names: set[str], what: str) -> Path:
+    """Refuse a folder that holds anything but this command's own outputs (`names`)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path} is a file; give a folder for the {what}")
+    if path.is_dir():
+        others = sorted(p.name for p in path.iterdir()
+                        if p.name not in names and not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)))
+        if others:
+            raise OutputError(f"{path} holds files that are not a {what} ({', '.join(others[:3])}"
+                              f"{', ...' if len(others) > 3 else ''}); choose another --out")
+    return path
+
+
 def make_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)

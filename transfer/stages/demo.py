@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import atomic_write_bytes
+from ..files import OutputError, atomic_write_bytes, make_dir
 from ..recipe import load_recipe, merge_dicts
 from ..recipes import find_recipe
 
@@ -55,7 +55,10 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
     from .robustness import evaluate_robustness
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError(f"--out {out} exists and is not an empty folder; the demo writes a new folder: choose "
+                          f"another --out")
+    make_dir(out)
     res = DemoResult(out)
     shrink = QUICK if quick else {}
     base = {"runtime": {"seed": seed, "workers": workers}}

@@ -12,7 +12,7 @@ from ..data.transforms import eval_transform, from_spec
 from ..errors import ConfigError
 from ..eval.classify import evaluate
 from ..eval.throughput import resolve_device
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, atomic_write_csv, check_output_file
 from ..models.weights import load_model
 from ..recipe import DataSection, Recipe, load_recipe
 from ..runs import RunDir, resolve_weights
@@ -63,6 +63,12 @@ def open_for_evaluation(weights_or_run: str, data_path: str | None, split: str |
 def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, split: str | None = None,
                         batch_size: int = 64, device: str = "auto", workers: int = 2,
                         save_logits: str | None = None) -> dict:
+    if save_logits:
+        if Path(save_logits).suffix != ".npy":
+            raise ConfigError(f"--save-logits {save_logits}: give a .npy file name")
+        check_output_file(Path(save_logits), _is_npy, ".npy array")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: give at least 1")
     weights, model, records, split = open_for_evaluation(weights_or_run, data_path, split)
     dev = resolve_device(device)
     model.to(dev)
@@ -99,15 +105,37 @@ def image_paths(items: tuple[str, ...]) -> list[str]:
     return paths
 
 
+PREDICTIONS_HEADER = ("path", "prediction", "probability")
+
+
+def _is_predictions(path: Path) -> bool:
+    """A CSV that `transfer predict` wrote (so that writing it again replaces only our own output)."""
+    try:
+        with path.open("rb") as f:
+            return f.readline().decode().startswith(",".join(PREDICTIONS_HEADER))
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _is_npy(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(6) == b"\x93NUMPY"
+    except OSError:
+        return False
+
+
 def predict_images(weights_or_run: str, images: tuple[str, ...], *, out_file: str, topk: int = 1,
                    batch_size: int = 64, device: str = "auto") -> int:
-    """Write `out_file`: path, predicted class, probability (and top-k columns); returns the image count."""
-    import csv
-
+    """Write `out_file`: path, predicted class, probability (and top-k columns), status (ok, or why an image
+    was unreadable); returns the image count."""
     import torch
 
     from ..data.sources import FileRecords
 
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: give at least 1")
+    out = check_output_file(Path(out_file), _is_predictions, "predictions CSV written by `transfer predict`")
     weights = resolve_weights(weights_or_run)
     model = load_model(weights)
     classes = model.weights_metadata.get("class_names") or [str(i) for i in range(model.num_classes)]
@@ -120,8 +148,8 @@ def predict_images(weights_or_run: str, images: tuple[str, ...], *, out_file: st
     rows: dict[int, list] = {}
     with torch.no_grad():
         for batch in eval_loader(dataset, batch_size, 0):
-            for bad in batch.bad:
-                rows[bad.index] = [bad.ident, "", "", f"unreadable: {bad.reason}"]
+            for bad in batch.bad:  # the same columns, empty, and the reason in `status`
+                rows[bad.index] = [bad.ident] + [""] * (2 * k) + [f"unreadable: {bad.reason}"]
             if not len(batch):
                 continue
             probs = model(batch.images.to(dev)).float().softmax(1).cpu()
@@ -130,16 +158,9 @@ def predict_images(weights_or_run: str, images: tuple[str, ...], *, out_file: st
                 row = [paths[i], classes[idx[0]], f"{vals[0]:.6f}"]
                 for j in range(1, k):
                     row += [classes[idx[j]], f"{vals[j]:.6f}"]
-                rows[i] = row
-    header = ["path", "prediction", "probability"]
+                rows[i] = [*row, "ok"]
+    header = [*PREDICTIONS_HEADER]
     for j in range(2, k + 1):
         header += [f"prediction_{j}", f"probability_{j}"]
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header + (["note"] if any(len(r) == 4 and r[3].startswith("unreadable") for r in rows.values())
-                             else []))
-        for i in range(len(paths)):
-            w.writerow(rows[i])
+    atomic_write_csv(out, [*header, "status"], (rows[i] for i in range(len(paths))))
     return len(paths)

@@ -27,7 +27,7 @@ from ..errors import ConfigError, TransferError
 from ..eval import index as knn
 from ..eval.classify import autocast_for
 from ..eval.retrieval import DEFINITION, Metric, neighbours_needed, parse_metrics, relevant_counts, retrieval_metrics
-from ..files import atomic_savefig, atomic_write_bytes, building_dir, make_dir
+from ..files import atomic_savefig, atomic_write_bytes, building_dir, check_output_dir, make_dir
 from ..recipe import Recipe, RetrievalSection
 
 log = logging.getLogger("transfer")
@@ -160,6 +160,9 @@ class RetrievalValidation:
 
 
 # ------------------------------------------------------------------------------------------------ outputs
+OUTPUT_FILES = {"metrics.json", "embeddings.npz", "index.faiss", "grid.png"}  # what save_outputs writes
+
+
 def save_outputs(out: Path, emb: np.ndarray, records: Records, readable: np.ndarray, ev: Evaluation,
                  grid: bool = True) -> dict[str, Path]:
     make_dir(out)
@@ -321,6 +324,8 @@ def evaluate_run(run_arg: str | None, metrics: str | None, *, data_path: str | N
 
     run, recipe = _run_and_recipe(run_arg)
     weights = resolve_weights(run.path if run is not None else run_arg)
+    target = Path(out) if out else (run.path / "retrieval" if run is not None else Path("retrieval"))
+    check_output_dir(target, OUTPUT_FILES, "retrieval output folder (" + ", ".join(sorted(OUTPUT_FILES)) + ")")
     model = embedding_model(load_model(weights), str(weights))
     data = data_section(data_path, recipe)
     split = split or data.val_split
@@ -329,7 +334,6 @@ def evaluate_run(run_arg: str | None, metrics: str | None, *, data_path: str | N
     dev = resolve_device(device)
     model.to(dev)
     dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
-    target = Path(out) if out else (run.path / "retrieval" if run is not None else Path("retrieval"))
     ev, files = score_and_save(model, records, dataset, chosen, target, device=dev,
                                precision="bf16" if dev.type == "cuda" else "fp32",  # AMP on GPU
                                backend=backend, index=index, batch_size=batch_size, workers=workers)

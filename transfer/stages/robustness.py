@@ -28,7 +28,7 @@ from ..eval.robustness import (
     select_severities,
 )
 from ..eval.throughput import BenchmarkSettings, measure_throughput, resolve_device
-from ..files import atomic_write_bytes
+from ..files import atomic_savefig, atomic_write_bytes, check_output_dir
 from ..runs import RunDir
 from .evaluation import open_for_evaluation
 
@@ -93,6 +93,8 @@ def evaluate_robustness(weights_or_run: str, *, data_path: str | None = None, sp
     names = select_corruptions(corruptions)
     levels = select_severities(severities)
     weights, model, records, split = open_for_evaluation(weights_or_run, data_path, split)
+    folder = check_output_dir(output_dir(weights_or_run, weights, out), {"robustness.json", "corruption_errors.png"},
+                              "robustness output folder (robustness.json, corruption_errors.png)")
     prep = from_spec(model.input_spec)
     indices = spread_indices(len(records), limit)
     labels = np.asarray(records.labels)[indices]
@@ -132,7 +134,6 @@ def evaluate_robustness(weights_or_run: str, *, data_path: str | None = None, sp
                                  warmup=1, repeats=3)
     result["images_per_second"] = measure_throughput({"model": model}, settings)[0]["images_per_second"]
 
-    folder = output_dir(weights_or_run, weights, out)
     result["chart"] = str(errors_chart(result, folder / "corruption_errors.png"))
     atomic_write_bytes(folder / "robustness.json", json.dumps(result, indent=2).encode())
     return result
@@ -160,7 +161,6 @@ def errors_chart(result: dict, path: Path) -> Path:
     ax.set_title(f"{mce}unnormalised mCE {result['mce_unnormalized']:.4f}, clean top-1 {result['top1']:.4f}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_savefig(fig, path)
     plt.close(fig)
     return path
