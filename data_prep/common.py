@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from transfer.data.ondisk import DatasetWriter
+from transfer.errors import TransferError
 
 SHARD = 5000
 
@@ -135,8 +136,13 @@ def run_main(name: str, doc: str, convert: Callable[..., Path], argv: list[str] 
     raw, out, quiet = args.pop("raw"), args.pop("out"), args.pop("quiet")
     try:
         path = convert(raw, out, progress=not quiet, **args)
-    except PrepError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (PrepError, TransferError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"error: {raw} does not read as the official {name} archive ({type(e).__name__}: {first}); check "
+              f"that --raw is the extracted archive, with intact files", file=sys.stderr)
         return 2
     print(f"wrote {path}")
     return 0

@@ -69,6 +69,18 @@ def command(stage: str, recipe: Path, out: Path, resume: bool) -> list[str]:
     return [sys.executable, "-m", "transfer", *args]
 
 
+def started(out: Path) -> bool:
+    """The folder holds a run to --resume (its recipe was saved)."""
+    return (out / "recipe.yaml").is_file()
+
+
+def status(out: Path) -> str | None:
+    try:
+        return json.loads((out / "run.json").read_text()).get("status")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 class Torture:
     def __init__(self, out: Path, seed: int):
         self.out = out
@@ -129,11 +141,11 @@ class Torture:
         while sum(delivered.values()) < kills:
             trial += 1
             out = self.out / stage / f"run{trial:03d}"
-            resume = False
             for _ in range(self.rng.randint(1, 3)):
                 if sum(delivered.values()) >= kills:
                     break
                 k = self.choose_kill(stage, seconds)
+                resume = started(out)
                 code, _, err = self.run(command(stage, recipe, out, resume), fault=k.get("fault"),
                                         kill_after=k.get("after"), sig=k.get("sig", signal.SIGKILL))
                 resumes += resume
@@ -144,17 +156,21 @@ class Torture:
                 if code not in expected:
                     failures.append(f"{out.name} {k['kind']}: exit {code}: {err[-400:]}")
                 delivered[k["kind"]] += 1
-                resume = True
             for _ in range(3):  # finish (a graceful stop may need a second resume)
-                if json.loads((out / "run.json").read_text()).get("status") == "finished":
+                if status(out) == "finished":
                     break
-                code, _, err = self.run(command(stage, recipe, out, True))
-                resumes += 1
+                # killed before its recipe was saved, the folder holds no run: start it again, as a user would
+                resume = started(out)
+                code, _, err = self.run(command(stage, recipe, out, resume))
+                resumes += resume
                 if code != 0:
                     failures.append(f"{out.name} final resume: exit {code}: {err[-400:]}")
                     break
+            if status(out) != "finished":
+                failures.append(f"{out.name}: not finished after the resumes ({status(out)})")
+                continue
             got = run_artefacts(out)
-            if json.loads((out / "run.json").read_text()).get("status") == "finished":
+            if status(out) == "finished":
                 finished += 1
             for key in (k for k in want if k != "temporaries"):
                 group = key.split("/")[0] if key.startswith(("plots", "report", "retrieval")) else key

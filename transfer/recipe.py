@@ -22,12 +22,31 @@ from .errors import ConfigError, suggest
 
 
 def opt(default, help: str, *, choices: tuple | None = None, min: float | None = None,
-        max: float | None = None):
-    """A schema field: its default, a one-line help (for the docs), and the allowed values."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max}
+        max: float | None = None, check=None):
+    """A schema field: its default, a one-line help (for the docs), and the allowed values (`check`: a function
+    of the value giving what is wrong with it, or None)."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "check": check}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _range_pair(low: float, high: float | None = None):
+    """A check: two numbers [a, b] with low < a <= b (<= high)."""
+    def check(v):
+        if len(v) != 2 or not low < v[0] <= v[1] or (high is not None and v[1] > high):
+            top = f" <= {high}" if high is not None else ""
+            return f"{v} must be two numbers [a, b] with {low} < a <= b{top}"
+        return None
+    return check
+
+
+def _positive_ints(v):
+    return None if v and all(k >= 1 for k in v) else f"{v} must list one or more k >= 1"
+
+
+# Seeds are combined into per-step and per-image seeds that torch and numpy take as 64- and 32-bit integers.
+MAX_SEED = 2**32 - 1
 
 
 def section(cls, help: str):
@@ -51,7 +70,7 @@ class EmbeddedSection:
     train_per_class: int = opt(200, "training images per class", min=1)
     val_per_class: int = opt(50, "validation images per class", min=1)
     resolution: int = opt(64, "image side in pixels", min=16, max=512)
-    seed: int = opt(0, "generator seed: the same seed gives the same images")
+    seed: int = opt(0, "generator seed: the same seed gives the same images", min=0, max=MAX_SEED)
 
 
 @dataclass
@@ -69,7 +88,7 @@ class DataSection:
     prepare: str | None = opt(None, "the command that prepares this dataset (shown when it is missing)")
     val_fraction: float = opt(0.2, "held-out fraction when the data has no validation split (seeded, stratified)",
                               min=0.01, max=0.9)
-    split_seed: int = opt(0, "seed of the split made for data without one")
+    split_seed: int = opt(0, "seed of the split made for data without one", min=0, max=MAX_SEED)
     split_by: str = opt("image", "how a split is made for data without one: image (seeded, stratified: every "
                         "class in both parts) or class (zero-shot retrieval: the last val_fraction of the sorted "
                         "classes are held out)", choices=("image", "class"))
@@ -87,8 +106,10 @@ class AugmentSection:
                           choices=("random_resized", "resize_random_crop"))
     eval_crop: str = opt("center", "center (resize the shorter side to eval_resize, centre crop) or none (resize "
                          "to an eval_resolution square: the paper's retrieval evaluation)", choices=("center", "none"))
-    crop_area: list[float] = opt([0.05, 1.0], "random-resized-crop area range (paper: 0.05-1)")
-    crop_aspect: list[float] = opt([0.75, 1.3333333], "random-resized-crop aspect range (paper: 3/4-4/3)")
+    crop_area: list[float] = opt([0.05, 1.0], "random-resized-crop area range (paper: 0.05-1)",
+                                 check=_range_pair(0, 1))
+    crop_aspect: list[float] = opt([0.75, 1.3333333], "random-resized-crop aspect range (paper: 3/4-4/3)",
+                                   check=_range_pair(0))
     hflip: bool = opt(True, "random horizontal flip")
     autoaugment: str = opt("none", "AutoAugment policy after crop and flip", choices=("none", "imagenet", "cifar"))
     normalization: str = opt("mean_std", "mean_std (torchvision), mean_only (the paper's mean subtraction) or "
@@ -154,7 +175,12 @@ class RegularizationSection:
 @dataclass
 class EvalSection:
     every_epochs: int = opt(1, "validate every N epochs (and after the last)", min=1)
-    topk: list[int] = opt([1, 5], "top-k accuracies to report")
+    topk: list[int] = opt([1, 5], "top-k accuracies to report (top-1 is always measured: it picks the best "
+                          "weights)", check=_positive_ints)
+
+    @property
+    def measured_topk(self) -> list[int]:
+        return sorted({1, *self.topk})
 
 
 @dataclass
@@ -180,7 +206,8 @@ class RuntimeSection:
     channels_last: bool = opt(False, "channels_last memory format")
     compile: bool = opt(False, "torch.compile the model")
     workers: int = opt(2, "data-loading worker processes per training process", min=0)
-    seed: int = opt(0, "seed of everything random: data order, augmentation, mixup, DropBlock")
+    seed: int = opt(0, "seed of everything random: data order, augmentation, mixup, DropBlock", min=0,
+                    max=MAX_SEED)
     sync_bn: bool = opt(False, "synchronised BatchNorm across processes (DDP)")
 
 
@@ -267,6 +294,9 @@ def _build(cls, data, where: str):
             if b is not None and isinstance(value, int | float) and not ok(value, b):
                 word = "at least" if bound == "min" else "at most"
                 raise ConfigError(f"{path}: {value} is out of range (must be {word} {b})")
+        problem = meta["check"](value) if meta.get("check") else None
+        if problem:
+            raise ConfigError(f"{path}: {problem}")
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -284,7 +314,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"recipe {path}: `base` chain loops back to itself")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"recipe {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark else ""
@@ -292,6 +324,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path}: expected a mapping of sections at the top level")
     base = data.pop("base", None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"recipe {path}: base: {base!r} is not a file name; give the recipe this one builds on, "
+                          f"e.g. base: _fgvc.yaml")
     if base is not None:
         data = merge_dicts(_read_yaml(path.parent / base, (*seen, path.resolve())), data)
     return data
@@ -310,8 +345,11 @@ def parse_set(items: typing.Iterable[str]) -> dict:
             value = raw
         node = out
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is set to a value by another --set, "
+                                  f"so it has no key {parts[i + 1]!r}")
         node[parts[-1]] = value
     return out
 

@@ -136,6 +136,8 @@ def new_run_dir(recipe, recipe_name: str, out: str | None, resume: bool) -> tupl
             raise RunError(f"{path} exists and is not empty; choose another --out (a new or empty folder)")
     from .recipe import save_recipe
 
+    if path.is_dir():
+        remove_temporaries(path)  # all an empty folder can hold: what a run killed at its first write left
     run = RunDir(make_dir(path))
     save_recipe(recipe, run.recipe)
     run.update_info(stage=stage, created=time.time(), recipe_hash=recipe.hash(), status="running")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import io
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,9 +40,13 @@ class BadImage(Exception):
 def decode_image(data: bytes | str | Path) -> Image.Image:
     """Open and fully decode an image (so truncation shows now, not later), as RGB."""
     try:
-        img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-        img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x its pixel limit: a decompression bomb either way, a bad image
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+            img.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as e:
         raise BadImage(f"{type(e).__name__}: {e}") from None
     if img.mode not in _CONVERTIBLE_MODES:
         raise BadImage(f"unsupported image mode {img.mode}; convert it to RGB")

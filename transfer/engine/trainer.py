@@ -48,7 +48,7 @@ Validate = Callable[..., dict]
 
 def classification_validation(model: nn.Module, loader, device: torch.device, recipe: Recipe, dist: Dist) -> dict:
     return evaluate(model, loader, device, precision=recipe.runtime.precision,
-                    channels_last=recipe.runtime.channels_last, topk=recipe.eval.topk, dist=dist)
+                    channels_last=recipe.runtime.channels_last, topk=recipe.eval.measured_topk, dist=dist)
 
 
 class NonFiniteLoss(TransferError):

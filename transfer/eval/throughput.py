@@ -39,7 +39,10 @@ class BenchmarkSettings:
 
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA on a machine without it is a clear error."""
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
+    try:
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
     if dev.type == "cpu":

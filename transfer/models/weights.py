@@ -87,8 +87,11 @@ def read_metadata(path: str | Path) -> dict:
     if path.suffix == ".safetensors" and path.is_file():
         from safetensors import safe_open
 
-        with safe_open(str(path), "pt") as f:
-            header = (f.metadata() or {}).get("transfer")
+        try:
+            with safe_open(str(path), "pt") as f:
+                header = (f.metadata() or {}).get("transfer")
+        except (SafetensorError, OSError) as e:
+            raise WeightsError(f"{path} is not a readable safetensors file ({e})") from None
         if header:
             return json.loads(header)
     raise WeightsError(f"{path} has no sidecar {side.name} and no description in its header, so its "

@@ -146,6 +146,30 @@ def create_model(name: str, *, weights: str | Path | None = None, restore_bn_sta
     return model
 
 
+def smallest_input(config: ResNetConfig, resolutions: dict[str, int]) -> str | None:
+    """What is wrong with running `config` at these input sizes ({"augment.train_resolution": 16, ...}), or None.
+
+    Shapes only: the model is built on the meta device (no memory, no arithmetic) and run once per size.
+    """
+    with torch.device("meta"):
+        model = ResNet(config, init_weights=False).eval()
+
+    def runs(r: int) -> bool:
+        try:
+            with torch.no_grad():
+                model(torch.empty(1, 3, r, r, device="meta"))
+        except RuntimeError:
+            return False
+        return True
+
+    for key, r in resolutions.items():
+        if r is not None and not runs(r):
+            least = next((s for s in range(r + 8, 1025, 8) if runs(s)), None)
+            fix = f"use at least {least}" if least else "use a larger size"
+            return f"{key}={r}: the network's feature maps become too small at {r} px; {fix}"
+    return None
+
+
 def tweaks(config: ResNetConfig) -> list[str]:
     """The paper's tweaks a configuration uses, in the vocabulary of `transfer models --format json`."""
     out = []

@@ -71,7 +71,7 @@ def classification_report(run: RunDir, val_set, recipe: Recipe, device: torch.de
     weights = run.weights("best") if run.weights("best").is_file() else run.weights("final")
     model = load_model(weights).to(device)
     result = evaluate(model, eval_loader(val_set, 64, recipe.runtime.workers), device,
-                      precision=recipe.runtime.precision, topk=recipe.eval.topk, keep_logits=True)
+                      precision=recipe.runtime.precision, topk=recipe.eval.measured_topk, keep_logits=True)
     records = val_set.records
     idx = result["indices"]
     with building_dir(run.path / "report") as out:  # a stop or a kill never leaves half a report

@@ -323,6 +323,10 @@ def evaluate_run(run_arg: str | None, metrics: str | None, *, data_path: str | N
     from .evaluation import data_section
 
     run, recipe = _run_and_recipe(run_arg)
+    if recipe is not None and recipe.stage != "retrieval" and data_path is None:
+        raise RetrievalError(f"{run.path} is a {recipe.stage} run: its validation split holds the classes it was "
+                             f"trained on, so Recall@K there is no retrieval result; give a retrieval run, or add "
+                             f"--data with images of classes it never saw")
     weights = resolve_weights(run.path if run is not None else run_arg)
     target = Path(out) if out else (run.path / "retrieval" if run is not None else Path("retrieval"))
     check_output_dir(target, OUTPUT_FILES, "retrieval output folder (" + ", ".join(sorted(OUTPUT_FILES)) + ")")

@@ -23,6 +23,7 @@ from ..errors import ConfigError, TransferError
 from ..files import atomic_write_csv
 from ..models import create_model
 from ..models.weights import load_model, load_weights, read_metadata
+from ..models.zoo import smallest_input
 from ..recipe import Recipe
 from ..runs import RunDir, latest_run, new_run_dir, resolve_weights
 
@@ -38,6 +39,9 @@ class StageData:
 
 def open_data(recipe: Recipe) -> StageData:
     train = open_split(recipe.data, recipe.data.train_split)
+    if len(train.classes) < 2:
+        raise DataError(f"the data ({recipe.data.path or recipe.data.source}) has one class "
+                        f"({', '.join(train.classes) or 'none'}); a classifier needs at least two: add a class")
     val = open_split(recipe.data, recipe.data.val_split, train.classes) if recipe.data.val_split else None
     counts = np.bincount(train.labels, minlength=len(train.classes))
     empty = [train.classes[i] for i in np.flatnonzero(counts == 0)]
@@ -192,6 +196,10 @@ def _run_training(recipe: Recipe, recipe_name: str, out: str | None, resume: boo
             if m.backbone_lr_scale != 1.0:
                 lr_scale = {"stem.": m.backbone_lr_scale, "stages.": m.backbone_lr_scale}
         prep: Preprocessing = resolve(recipe.augment, model.input_spec, backbone_meta.get("input"))
+        problem = smallest_input(model.config, {"augment.train_resolution": prep.train_resolution,
+                                                "augment.eval_resolution": prep.eval_resolution})
+        if problem:
+            raise ConfigError(f"model {m.name}: {problem}")
         model.input_spec = prep.input_spec()
         train_set = TransformedDataset(data.train, train_transform(recipe.augment, prep), recipe.runtime.seed)
         val_set = TransformedDataset(data.val, eval_transform(prep)) if data.val is not None else None
