@@ -3,7 +3,8 @@
     python -m data_prep.flowers --raw DIR --out data/flowers
 
 DIR holds jpg/image_NNNNN.jpg, imagelabels.mat and setid.mat. Splits: train = the official train + val
-(2,040 images, as the paper) and test (6,149). Classes are named 001..102 (the official files carry no names).
+(2,040 images, as the paper) and test (6,149). The official files number the classes 1..102; their names
+(pink primrose, hard-leaved pocket orchid, ...) are the list torchvision's Flowers102 carries.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from transfer.data.ondisk import DatasetWriter
 
-from .common import progress_bar, require, run_main, write_split
+from .common import PrepError, progress_bar, require, run_main, write_split
 
 
 def convert(raw: Path, out: Path, *, progress: bool = True) -> Path:
@@ -23,7 +24,12 @@ def convert(raw: Path, out: Path, *, progress: bool = True) -> Path:
 
     labels = [int(v) for v in np.atleast_1d(loadmat(str(require(raw, "imagelabels.mat")), squeeze_me=True)["labels"])]
     setid = loadmat(str(require(raw, "setid.mat")), squeeze_me=True)
-    classes = [f"{i:03d}" for i in range(1, max(labels) + 1)]
+    from torchvision.datasets import Flowers102
+
+    if max(labels) > len(Flowers102.classes) or min(labels) < 1:
+        raise PrepError(f"imagelabels.mat labels run {min(labels)}..{max(labels)}; Flowers-102 has classes "
+                        f"1..{len(Flowers102.classes)}")
+    classes = list(Flowers102.classes)
     writer = DatasetWriter(out, "flowers", classes)
     parts = {"train": [int(i) for key in ("trnid", "valid") for i in np.atleast_1d(setid[key])],
              "test": [int(i) for i in np.atleast_1d(setid["tstid"])]}

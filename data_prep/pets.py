@@ -34,6 +34,11 @@ def convert(raw: Path, out: Path, *, progress: bool = True) -> Path:
     for rows in listings.values():
         for name, label in rows:
             names.setdefault(label, name.rsplit("_", 1)[0])
+    gaps = [i + 1 for i in range(max(names) + 1) if i not in names]
+    if gaps:
+        raise PrepError(f"annotations/trainval.txt and test.txt number the classes 1..{max(names) + 1} but list no "
+                        f"image of class {', '.join(map(str, gaps[:5]))}; is the archive complete? (the official "
+                        f"one has all 37)")
     classes = [names[i] for i in range(max(names) + 1)]
     writer = DatasetWriter(out, "pets", classes)
     splits = {}

@@ -120,12 +120,12 @@ class TestSources:
                                            features=features)
         (tmp_path / "data").mkdir()
         table.to_parquet(str(tmp_path / "data" / "train-00000-of-00001.parquet"))
-        rec = open_split(DataSection(source="hub", path=str(tmp_path)), "train")
+        rec = open_split(DataSection(source="hub", path=str(tmp_path), val_split=""), "train")  # all of train
         assert rec.classes == ["cat", "dog"] and rec.labels.tolist() == [0, 1, 1]
         assert rec.load(2).mode == "RGB"
         assert torch.equal(rec.load_tensor(2), pil_to_tensor(rec.load(2)))
         with pytest.raises(DataError, match="no column 'img'"):
-            open_split(DataSection(source="hub", path=str(tmp_path), image_column="img"), "train")
+            open_split(DataSection(source="hub", path=str(tmp_path), image_column="img", val_split=""), "train")
 
 
 class TestBadImages:
@@ -134,7 +134,7 @@ class TestBadImages:
         write_folder(tmp_path, {"train": {"a": {"ok.jpg": good, "trunc.jpg": good[: len(good) // 2],
                                                 "text.jpg": b"hello", "cmyk.jpg": jpeg(mode="CMYK"),
                                                 "i16.png": jpeg(fmt="PNG", mode="I;16")}}})
-        return open_split(DataSection(source="folder", path=str(tmp_path)), "train")
+        return open_split(DataSection(source="folder", path=str(tmp_path), val_split=""), "train")
 
     def test_skipped_and_reported_by_collate(self, tmp_path):
         rec = self.make(tmp_path)
@@ -157,7 +157,7 @@ class TestBadImages:
             noisy.save(buf, "JPEG", quality=quality, subsampling=subsampling, progressive=subsampling == 2)
             files[f"noisy{quality}.jpg"] = buf.getvalue()
         write_folder(tmp_path, {"train": {"a": files}})
-        rec = open_split(DataSection(source="folder", path=str(tmp_path)), "train")
+        rec = open_split(DataSection(source="folder", path=str(tmp_path), val_split=""), "train")
         verdicts = 0
         for i, path in enumerate(rec.ids):
             try:

@@ -84,7 +84,10 @@ def test_flowers_trains_on_train_plus_val(tmp_path):
     tr, te = load(tmp_path / "o", "train"), load(tmp_path / "o", "test")
     assert tr.ids == ["jpg/image_00001.jpg", "jpg/image_00002.jpg", "jpg/image_00005.jpg"]
     assert tr.labels.tolist() == [0, 1, 2] and te.labels.tolist() == [1, 0, 2]
-    assert tr.classes == ["001", "002", "003"]
+    from torchvision.datasets import Flowers102
+
+    assert tr.classes == Flowers102.classes and len(tr.classes) == 102
+    assert tr.classes[:3] == ["pink primrose", "hard-leaved pocket orchid", "canterbury bells"]
 
 
 def test_aircraft_variants_with_spaces(tmp_path):
@@ -93,12 +96,22 @@ def test_aircraft_variants_with_spaces(tmp_path):
     (data / "variants.txt").write_text("707-320\nA300B4\nCessna 172\n")
     (data / "images_variant_trainval.txt").write_text("1025794 707-320\n1340192 Cessna 172\n")
     (data / "images_variant_test.txt").write_text("0056978 A300B4\n")
-    for i in ("1025794", "1340192", "0056978"):
-        img(data / "images" / f"{i}.jpg")
+    from PIL import Image
+
+    for i in ("1025794", "1340192", "0056978"):  # 50 rows: a dark photo over a white 20-row banner
+        photo = Image.new("RGB", (30, 50), (20, 20, 20))
+        photo.paste((255, 255, 255), (0, 30, 30, 50))
+        (data / "images").mkdir(exist_ok=True)
+        photo.save(data / "images" / f"{i}.jpg", quality=95)
     assert aircraft.main(["--raw", str(data.parent), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     tr = load(tmp_path / "o", "trainval")
     assert tr.classes == ["707-320", "A300B4", "Cessna 172"] and tr.labels.tolist() == [0, 2]
     assert load(tmp_path / "o", "test").labels.tolist() == [1]
+    stored = np.asarray(tr.load(0))
+    assert stored.shape == (30, 30, 3) and stored.max() < 60  # the banner is gone, the photo is whole
+    assert aircraft.main(["--raw", str(data.parent), "--out", str(tmp_path / "k"), "--quiet", "--keep-banner"]) == 0
+    kept = np.asarray(load(tmp_path / "k", "trainval").load(0))
+    assert kept.shape == (50, 30, 3) and kept[-10:].min() > 200
     (data / "images_variant_test.txt").write_text("0056978 A380\n")
     with pytest.raises(aircraft.PrepError, match=r"images_variant_test\.txt:1: variant 'A380'"):
         aircraft.convert(data, tmp_path / "p", progress=False)

@@ -71,6 +71,32 @@ def test_finetune_from_latest_pretrain_run_writes_the_report(tmp_path):
             r["label"] == pair["true"] and r["prediction"] == pair["predicted"] for r in rows)
 
 
+def test_the_backbone_brings_its_architecture(tmp_path, caplog):
+    """A recipe naming resnet50 fine-tunes a tiny assembled backbone: the sidecar says what the backbone is."""
+    import logging
+
+    import yaml
+
+    caplog.set_level(logging.INFO, logger="transfer")
+    pre = invoke("pretrain", tiny_recipe(tmp_path, schedule={"epochs": 1}), "--out", tmp_path / "pre")
+    assert pre.exit_code == 0, pre.output
+    recipe = yaml.safe_load(finetune_recipe(tmp_path).read_text())
+    recipe["model"] = {"name": "resnet50"}
+    path = tmp_path / "ft50.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    res = invoke("finetune", path, "--backbone", tmp_path / "pre", "--out", tmp_path / "ft")
+    assert res.exit_code == 0, res.output
+    side = json.loads((tmp_path / "ft" / "weights" / "final.json").read_text())
+    assert side["architecture"] == "assemble_resnet_tiny" and side["overrides"]["width"] == 0.125
+    assert "model: assemble_resnet_tiny, the architecture of the backbone" in caplog.text
+    assert "new classifier (10 classes) on the backbone from" in caplog.text and "does not fit" not in caplog.text
+    # options that contradict the backbone: one line that names them
+    recipe["model"] = {"name": "resnet50", "options": {"width": 0.25}}
+    path.write_text(yaml.safe_dump(recipe))
+    res = invoke("finetune", path, "--backbone", tmp_path / "pre", "--out", tmp_path / "ft2")
+    assert res.exit_code == 2 and "was made with width=0.125 and model.options sets width=0.25" in res.output
+
+
 def test_torchvision_state_dict_as_backbone_and_bn_stats_left_alone(tmp_path):
     import torchvision
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import io
 import json
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from ..errors import TransferError
 from ..recipe import DataSection
 from . import embedded
+
+log = logging.getLogger("transfer")
 
 ONDISK_FORMAT = "transfer.dataset/1"
 # Modes that convert to RGB faithfully; 16/32-bit integer and float images do not, so they are rejected.
@@ -83,6 +86,7 @@ class Records(abc.ABC):
     # Retrieval test splits may name which items are queries and which are gallery (In-Shop); None: all are both.
     is_query: np.ndarray | None = field(default=None, kw_only=True)
     is_gallery: np.ndarray | None = field(default=None, kw_only=True)
+    made_split: bool = field(default=False, kw_only=True)  # drawn here (seeded, stratified), not given
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -109,8 +113,6 @@ class ArrayRecords(Records):
 
 @dataclass
 class FileRecords(Records):
-    made_split: bool = False  # True when this split was drawn here (seeded, stratified), not given
-
     def load(self, index: int) -> Image.Image:
         return decode_image(self.ids[index])
 
@@ -183,11 +185,52 @@ def split_mask(labels: np.ndarray, data: DataSection, classes: list[str], where:
     return stratified_split(labels, data.val_fraction, data.split_seed, classes, where)
 
 
-def _select(records: FileRecords, mask: np.ndarray) -> FileRecords:
+def _select(records: Records, mask: np.ndarray) -> Records:
+    """The records where `mask` is true (any source), marked as a split drawn here."""
     keep = np.flatnonzero(mask)
-    return FileRecords(records.labels[keep], [records.ids[i] for i in keep], records.classes, made_split=True,
-                       is_query=None if records.is_query is None else records.is_query[keep],
-                       is_gallery=None if records.is_gallery is None else records.is_gallery[keep])
+    flags = {k: None if getattr(records, k) is None else getattr(records, k)[keep] for k in ("is_query", "is_gallery")}
+    labels, ids = records.labels[keep], [records.ids[i] for i in keep]
+    if isinstance(records, HFRecords):
+        return HFRecords(labels, ids, records.classes, records.table.select(keep), records.image_column,
+                         made_split=True, **flags)
+    return FileRecords(labels, ids, records.classes, made_split=True, **flags)
+
+
+# What datasets call the split that is not for training; the first present is taken for data.val_split.
+VAL_NAMES = ("validation", "val", "valid", "test")
+
+
+def pick_split(split: str, available: list[str], data: DataSection, where: str) -> tuple[str, bool]:
+    """(the split to read for `split`, whether to draw `split`'s part from it).
+
+    The validation split may go by another common name (the first of VAL_NAMES there is taken, and said in
+    the log). Data with a training split and nothing to validate on gives both parts from the training split
+    (draw_split), so that no image is in both.
+    """
+    val = data.val_split if data.val_split in available else next((n for n in VAL_NAMES if n in available), None)
+    if split == data.train_split and split in available:
+        return split, bool(data.val_split) and val is None  # val_split "": no validation, all of it trains
+    if split in available:
+        return split, False
+    if split == data.val_split:
+        if val is not None:
+            log.info("%s has no split %r: validating on its split %r (set data.val_split to choose)", where, split,
+                     val)
+            return val, False
+        if data.train_split in available:
+            return data.train_split, True
+    raise DataError(f"{where} has no split {split!r} (its splits: {', '.join(available) or 'none'}); set "
+                    f"data.train_split / data.val_split")
+
+
+def draw_split(pool: Records, data: DataSection, split: str, where: str) -> Records:
+    """The training or the validation part of data without a validation split (seeded; data.split_by)."""
+    mask = split_mask(pool.labels, data, pool.classes, where)
+    if split != data.train_split:
+        log.info("%s has no validation split: validating on a seeded %s %.0f%% of it (recorded in the run's "
+                 "split.csv)", where, "class-wise" if data.split_by == "class" else "stratified",
+                 100 * data.val_fraction)
+    return _select(pool, ~mask if split == data.train_split else mask)
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "y"}, {"0", "false", "no", "n", ""}
@@ -236,10 +279,10 @@ def _csv(data: DataSection, split: str, classes: list[str] | None) -> Records:
     everything = FileRecords(labels, files, classes, **flags)
     splits = [r[3] for r in rows]
     if all(splits):
-        keep = np.array([s == split for s in splits])
-        if not keep.any():
-            raise DataError(f"{path} has no rows with split {split!r} (splits: {', '.join(sorted(set(splits)))})")
-        selected = _select(everything, keep)
+        name, draw = pick_split(split, sorted(set(splits)), data, str(path))
+        selected = _select(everything, np.array([s == name for s in splits]))
+        if draw:  # only training rows: the validation part is drawn from them
+            return draw_split(selected, data, split, str(path))
         selected.made_split = False
         return selected
     if any(splits):
@@ -255,7 +298,7 @@ def _missing(data: DataSection, looked: Path, what: str) -> DataError:
     return DataError(f"dataset not found: looked for {what} at {looked}{hint}")
 
 
-def _hf_records(table, data: DataSection, where: str) -> Records:
+def _hf_records(table, data: DataSection, where: str, classes: list[str] | None = None) -> Records:
     import datasets
 
     for col in (data.image_column, data.label_column):
@@ -263,12 +306,27 @@ def _hf_records(table, data: DataSection, where: str) -> Records:
             raise DataError(f"{where} has no column {col!r} (columns: {', '.join(table.column_names)}); "
                             f"set data.image_column / data.label_column")
     feature = table.features[data.label_column]
-    classes = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     if isinstance(table.features[data.image_column], datasets.Image):
         table = table.cast_column(data.image_column, datasets.Image(decode=False))
-    labels = np.asarray(table[data.label_column], dtype=np.int64)
-    if classes is None:
-        classes = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+    values = table[data.label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        classes = list(feature.names)
+        labels = np.asarray(values, dtype=np.int64)
+    elif getattr(feature, "dtype", None) in ("string", "large_string"):  # class names: sorted, as folders are
+        classes = classes or sorted(set(values))
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = sorted(set(values) - set(index))
+        if unknown:
+            raise DataError(f"{where}: labels not in the training split: {', '.join(map(str, unknown[:5]))}")
+        labels = np.asarray([index[v] for v in values], dtype=np.int64)
+    else:
+        try:
+            labels = np.asarray(values, dtype=np.int64)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: column {data.label_column!r} holds {feature}, not class ids or names; "
+                            f"set data.label_column") from None
+        if classes is None:
+            classes = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
     ids = [f"{where}#{i}" for i in range(len(labels))]
     if "path" in table.column_names:
         ids = [str(p) for p in table["path"]]
@@ -276,43 +334,52 @@ def _hf_records(table, data: DataSection, where: str) -> Records:
     return HFRecords(labels, ids, classes, table, data.image_column, **flags)
 
 
-def _disk(data: DataSection, split: str) -> Records:
+def _disk(data: DataSection, split: str, classes: list[str] | None) -> Records:
     import datasets
 
     root = Path(data.path)
     meta_file = root / "dataset.json"
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
-        shards = meta.get("splits", {}).get(split)
-        if not shards:
-            raise DataError(f"{root} has no split {split!r} (splits: {', '.join(meta.get('splits', {}))}); "
-                            f"set data.train_split / data.val_split")
-        table = datasets.concatenate_datasets([datasets.load_from_disk(str(root / s)) for s in shards])
+        name, draw = pick_split(split, list(meta.get("splits", {})), data, str(root))
+        table = datasets.concatenate_datasets([datasets.load_from_disk(str(root / s)) for s in meta["splits"][name]])
         table = table.cast_column(data.label_column, datasets.ClassLabel(names=meta["classes"]))
-        return _hf_records(table, data, f"{root}/{split}")
+        records = _hf_records(table, data, f"{root}/{name}", classes)
+        return draw_split(records, data, split, str(root)) if draw else records
     if not (root / "dataset_dict.json").is_file() and not (root / "state.json").is_file():
         raise _missing(data, root, "dataset.json (a data_prep folder) or a save_to_disk dataset")
-    loaded = datasets.load_from_disk(str(root))
+    return _from_tables(datasets.load_from_disk(str(root)), data, split, str(root), classes)
+
+
+def _from_tables(loaded, data: DataSection, split: str, where: str, classes: list[str] | None) -> Records:
+    """One split of a HuggingFace DatasetDict (by name, or drawn from its training split), or of a Dataset
+    without splits (drawn from all of it): never the same rows for training and validation."""
+    import datasets
+
     if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise DataError(f"{root} has no split {split!r} (splits: {', '.join(loaded)})")
-        loaded = loaded[split]
-    return _hf_records(loaded, data, f"{root}/{split}")
+        name, draw = pick_split(split, list(loaded), data, where)
+        records = _hf_records(loaded[name], data, f"{where}/{name}", classes)
+        return draw_split(records, data, split, where) if draw else records
+    return draw_split(_hf_records(loaded, data, where, classes), data, split, where)
 
 
 def _folder(data: DataSection, split: str, classes: list[str] | None) -> Records:
+    base = Path(data.path)
+    if not base.is_dir():
+        raise _missing(data, base, "a folder of class sub-folders (or of split folders holding them)")
+    subfolders = sorted(d.name for d in base.iterdir() if d.is_dir())
+    if data.train_split not in subfolders and not any(n in subfolders for n in (data.val_split, *VAL_NAMES)):
+        # CLASS/IMAGE directly under the path: one pool, split here (seeded, stratified).
+        return draw_split(_class_folders(base, classes), data, split, data.path)
+    name, draw = pick_split(split, subfolders, data, str(base))
+    records = _class_folders(base / name, classes)
+    return draw_split(records, data, split, str(base)) if draw else records
+
+
+def _class_folders(root: Path, classes: list[str] | None) -> FileRecords:
+    """ROOT/CLASS/IMAGE files; `classes` (the training split's) fixes the label order."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    root = Path(data.path) / split
-    if not root.is_dir() and Path(data.path).is_dir() and not any(
-            (Path(data.path) / s).is_dir() for s in (data.train_split, data.val_split)):
-        # CLASS/IMAGE directly under the path: one pool, split here (seeded, stratified).
-        pool = _folder(DataSection(source="folder", path=str(Path(data.path).parent),
-                                   train_split=Path(data.path).name), Path(data.path).name, classes)
-        mask = split_mask(pool.labels, data, pool.classes, data.path)
-        return _select(pool, ~mask if split == data.train_split else mask)
-    if not root.is_dir():
-        raise _missing(data, root, f"a folder of class sub-folders for split {split!r}")
     found = sorted(d.name for d in root.iterdir() if d.is_dir())
     classes = classes or found
     if not classes:
@@ -332,13 +399,17 @@ def _folder(data: DataSection, split: str, classes: list[str] | None) -> Records
     return FileRecords(np.asarray(labels, dtype=np.int64), paths, classes)
 
 
-def _hub(data: DataSection, split: str) -> Records:
+def _hub(data: DataSection, split: str, classes: list[str] | None) -> Records:
     import datasets
 
     if not data.path:
         raise DataError("data.source=hub needs data.path: the dataset's hub name, e.g. ILSVRC/imagenet-1k")
+    if data.path.lower() in _HF_LOADERS:
+        raise DataError(f"data.path={data.path!r} with data.source=hub names a HuggingFace loader, not a dataset "
+                        f"(it would read the current folder); for images in class folders use data.source=folder "
+                        f"--data DIR")
     try:
-        table = datasets.load_dataset(data.path, split=split)
+        loaded = datasets.load_dataset(data.path)
     except FileNotFoundError as e:
         raise DataError(f"hub dataset {data.path!r} split {split!r} could not be found ({e})") from None
     except ConnectionError as e:
@@ -346,7 +417,12 @@ def _hub(data: DataSection, split: str) -> Records:
                         f"`huggingface-cli login` for gated datasets") from None
     except ValueError as e:
         raise DataError(f"hub dataset {data.path!r}: {e}") from None
-    return _hf_records(table, data, f"{data.path}/{split}")
+    return _from_tables(loaded, data, split, data.path, classes)
+
+
+# HuggingFace's packaged loaders: as a hub name they read local files, by default those of the current folder.
+_HF_LOADERS = {"imagefolder", "audiofolder", "videofolder", "csv", "json", "parquet", "text", "arrow", "pandas",
+               "webdataset", "sql", "generator", "cache", "pdffolder"}
 
 
 def open_split(data: DataSection, split: str, classes: list[str] | None = None) -> Records:
@@ -361,13 +437,13 @@ def open_split(data: DataSection, split: str, classes: list[str] | None = None) 
     elif data.source == "disk":
         if not Path(data.path).exists():
             raise _missing(data, Path(data.path), "a data_prep folder")
-        records = _disk(data, split)
+        records = _disk(data, split, classes)
     elif data.source == "folder":
         records = _folder(data, split, classes)
     elif data.source == "csv":
         records = _csv(data, split, classes)
     else:
-        records = _hub(data, split)
+        records = _hub(data, split, classes)
     if len(records) == 0:
         raise DataError(f"split {split!r} of {data.path or data.source} is empty")
     return records

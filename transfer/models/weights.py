@@ -158,10 +158,12 @@ def is_torchvision_layout(state: dict) -> bool:
     return ("conv1.weight" in state or "conv1.0.weight" in state) and any(k.startswith("layer1.") for k in state)
 
 
-def load_weights(model: nn.Module, path: str | Path, *, restore_bn_stats: bool = True) -> nn.Module:
+def load_weights(model: nn.Module, path: str | Path, *, restore_bn_stats: bool = True,
+                 new_head: bool = False) -> nn.Module:
     """Load a weights file into `model`, in place.
 
-    A classifier for another number of classes is skipped (the model keeps its fresh head, and says so).
+    A classifier for another number of classes is skipped (the model keeps its fresh head, and says so: a
+    warning, or with `new_head` (a fine-tuning run, which expects it) one line of information).
     `restore_bn_stats=False` keeps the model's BN running statistics, as the paper's warm start did.
     Any other mismatch fails, naming the first missing and unexpected keys.
     """
@@ -175,7 +177,11 @@ def load_weights(model: nn.Module, path: str | Path, *, restore_bn_stats: bool =
         if theirs == mine and all(state[k].shape == own[k].shape for k in mine):
             continue  # the same layer: load it
         # another classifier (class count, cosine vs linear) or another embedding: keep the model's fresh one
-        if theirs:
+        if theirs and new_head:
+            size = own[f"{prefix}weight"].shape[0] if f"{prefix}weight" in own else len(mine)
+            log.info("new %s (%s) on the backbone from %s (%s)", what, f"{size} classes" if prefix == "fc." else
+                     f"{size}-d", path, _describe(state, theirs, prefix))
+        elif theirs:
             log.warning("%s: its %s does not fit the model (%s): loaded the rest and re-initialised it",
                         Path(path).name, what, _describe(state, theirs, prefix))
         for k in theirs:

@@ -19,7 +19,7 @@ from ..engine import distributed
 from ..engine.objective import Objective
 from ..engine.signals import Stopped, StopSignals
 from ..engine.trainer import Trainer
-from ..errors import ConfigError, TransferError
+from ..errors import ConfigError, TransferError, WeightsError
 from ..files import atomic_write_csv
 from ..models import create_model
 from ..models.weights import load_model, load_weights, read_metadata
@@ -85,8 +85,21 @@ def build_objective(recipe: Recipe, num_classes: int, num_train: int) -> Objecti
                      kd.temperature, kd.weight)
 
 
-# Options that change no weight but the function: a backbone's choice carries over to its fine-tuning.
-BACKBONE_OPTIONS = ("pooling", "se_bias", "embedding_relu")
+# The backbone's own head: what a fine-tuning run chooses afresh instead of inheriting.
+HEAD_OPTIONS = ("num_classes", "embedding_dim", "head", "head_scale")
+
+
+def backbone_architecture(recipe_name: str, meta: dict, backbone: Path | None) -> tuple[str, dict]:
+    """(architecture, options) a fine-tuning run builds: the backbone's, as its sidecar records them (width,
+    tweaks, pooling rules, ...), so that `--backbone` of another architecture than the recipe's works; the
+    recipe's model.options go on top. Without a sidecar: the recipe's model.name."""
+    arch = meta.get("architecture")
+    if not arch:
+        return recipe_name, {}
+    if arch != recipe_name:
+        log.info("model: %s, the architecture of the backbone %s (the recipe names %s)", arch, backbone,
+                 recipe_name)
+    return arch, {k: v for k, v in meta.get("overrides", {}).items() if k not in HEAD_OPTIONS}
 
 
 def backbone_metadata(backbone: Path | None) -> dict:
@@ -182,16 +195,25 @@ def _run_training(recipe: Recipe, recipe_name: str, out: str | None, resume: boo
                               f"classes; remove the option: the classifier is sized from the data")
         backbone = resolve_backbone(m.backbone) if m.backbone else None
         backbone_meta = backbone_metadata(backbone)
-        # Weight-free choices the backbone was made with (a converted timm or official file records them).
-        inherited = {k: v for k, v in backbone_meta.get("overrides", {}).items() if k in BACKBONE_OPTIONS}
+        name, inherited = backbone_architecture(m.name, backbone_meta, backbone)
         options = {**inherited, **m.options, "num_classes": len(data.classes),
                    **(rt.head_options(recipe.retrieval) if is_retrieval else {})}
-        model = create_model(m.name, weights=m.weights, **options)
+        model = create_model(name, weights=m.weights, **options)
         extra = {"class_names": data.classes}
         lr_scale = None
         if backbone is not None:
-            log.info("backbone: %s%s", backbone, "" if m.restore_bn_stats else " (BN statistics not restored)")
-            load_weights(model, backbone, restore_bn_stats=m.restore_bn_stats)
+            try:
+                load_weights(model, backbone, restore_bn_stats=m.restore_bn_stats, new_head=True)
+            except WeightsError:
+                changed = sorted(k for k in m.options if k in inherited and m.options[k] != inherited[k])
+                if not changed:
+                    raise
+                made = ", ".join(f"{k}={inherited[k]!r}" for k in changed)
+                asked = ", ".join(f"{k}={m.options[k]!r}" for k in changed)
+                raise ConfigError(f"the backbone {backbone} was made with {made} and model.options sets {asked}: "
+                                  f"its weights do not fit; remove them from model.options") from None
+            if not m.restore_bn_stats:
+                log.info("backbone BN statistics not restored (model.restore_bn_stats: false)")
             extra["backbone"] = str(backbone)
             if m.backbone_lr_scale != 1.0:
                 lr_scale = {"stem.": m.backbone_lr_scale, "stages.": m.backbone_lr_scale}
