@@ -116,3 +116,27 @@ def test_pets_with_a_gap_in_its_class_ids_is_one_line(tmp_path, capsys):
     assert pets.main(["--raw", str(raw), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "list no image of class 2" in err[0]
+
+
+def test_preprocessing_is_the_sidecars_for_a_model_a_file_and_a_run(tmp_path):
+    """Mean subtraction on 0-255 and 292 -> 256 (the paper's Big-Little evaluation), against a hand-written
+    torchvision pipeline; the same from the model, its weights file and a list of images."""
+    import torch
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as F
+
+    import transfer
+    from transfer.models.weights import save_weights
+    from transfer.models.zoo import PAPER_MEAN, PAPER_STD, InputSpec
+
+    model = transfer.create_model("resnet_tiny", num_classes=3)
+    model.input_spec = InputSpec(224, 256, 292, "center", PAPER_MEAN, PAPER_STD, "bilinear")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    want = F.center_crop(F.pil_to_tensor(F.resize(img, 292, antialias=True)), 256).float()
+    want = want - torch.tensor([123.68, 116.78, 103.94]).view(3, 1, 1)
+    got = model.preprocess(img)
+    assert got.shape == (3, 256, 256)
+    assert (got - want).abs().max() <= 1.01 and (got - want).abs().mean() < 0.1  # within a grey level
+    path = save_weights(model, tmp_path / "w.safetensors")
+    assert torch.equal(transfer.preprocessing(path)(img), got)
+    assert torch.equal(model.preprocess([img, img]), torch.stack([got, got]))

@@ -487,5 +487,12 @@ class ResNet(nn.Module):
             features = F.relu(features)
         return self.fc(features)
 
+    def preprocess(self, images) -> torch.Tensor:
+        """The evaluation preprocessing these weights record (resize, crop, normalisation): a PIL image or a
+        uint8 (3, H, W) tensor -> (3, h, w); a list of them -> (N, 3, h, w). `model(model.preprocess(img)[None])`."""
+        from ..preprocessing import preprocess
+
+        return preprocess(self, images)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.pool_features(x))
