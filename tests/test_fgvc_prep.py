@@ -128,3 +128,17 @@ def test_pets_names_from_files(tmp_path):
     tr = load(tmp_path / "o", "trainval")
     assert tr.classes == ["Abyssinian", "basset_hound"] and tr.labels.tolist() == [0, 1]
     assert load(tmp_path / "o", "test").labels.tolist() == [1, 0]
+
+
+def test_huggingface_progress_lines_are_not_printed(tmp_path, capfd):
+    """Our progress bar only: the `datasets` package's own ("Saving the dataset ...") stays silent."""
+    raw = tmp_path / "food-101"
+    (raw / "meta").mkdir(parents=True)
+    (raw / "meta" / "classes.txt").write_text("apple_pie\n")
+    for split in ("train", "test"):
+        (raw / "meta" / f"{split}.json").write_text(json.dumps({"apple_pie": [f"apple_pie/{split}"]}))
+        img(raw / "images" / "apple_pie" / f"{split}.jpg")
+    assert food101.main(["--raw", str(raw), "--out", str(tmp_path / "o")]) == 0
+    out, err = capfd.readouterr()
+    assert "Saving the dataset" not in out + err and "examples/s" not in out + err
+    assert "wrote" in out

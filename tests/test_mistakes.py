@@ -263,3 +263,13 @@ def test_a_damaged_official_archive_is_one_line(tmp_path, capsys, make):
     assert main(["--raw", str(raw), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {raw} does not read as the official"), err
+
+
+def test_a_warm_up_longer_than_the_run_is_a_warning(ctx, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="transfer")
+    res = CliRunner().invoke(cli, ["pretrain", str(ctx.recipe("warm.yaml", schedule={"epochs": 1, "warmup_epochs": 4})),
+                                   "--out", str(ctx.tmp / "warm")])
+    assert res.exit_code == 0, res.output
+    assert "schedule.warmup_epochs=4 is longer than the run (1 epochs)" in caplog.text and "0.25 of it" in caplog.text

@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .sources import ONDISK_FORMAT
+from .sources import ONDISK_FORMAT, hf_datasets
 
 
 class DatasetWriter:
@@ -32,7 +32,7 @@ class DatasetWriter:
     def write(self, split: str, shard: str, images: list[bytes], labels: list[int], paths: list[str],
               columns: dict[str, list[bool]] | None = None) -> None:
         """One shard; `columns` adds boolean columns (one value per image), the same in every shard of a split."""
-        import datasets
+        datasets = hf_datasets()
 
         columns = columns or {}
         features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64"),

@@ -36,6 +36,15 @@ class DataError(TransferError):
     """A dataset that is missing, empty or malformed."""
 
 
+def hf_datasets():
+    """The `datasets` package, with its own progress bars off: they would interleave with ours (and with
+    the log lines), and say nothing that ours do not."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    return datasets
+
+
 class BadImage(Exception):
     """One unreadable image: truncated, not an image, or a mode that does not convert to RGB."""
 
@@ -299,7 +308,7 @@ def _missing(data: DataSection, looked: Path, what: str) -> DataError:
 
 
 def _hf_records(table, data: DataSection, where: str, classes: list[str] | None = None) -> Records:
-    import datasets
+    datasets = hf_datasets()
 
     for col in (data.image_column, data.label_column):
         if col not in table.column_names:
@@ -335,7 +344,7 @@ def _hf_records(table, data: DataSection, where: str, classes: list[str] | None 
 
 
 def _disk(data: DataSection, split: str, classes: list[str] | None) -> Records:
-    import datasets
+    datasets = hf_datasets()
 
     root = Path(data.path)
     meta_file = root / "dataset.json"
@@ -354,7 +363,7 @@ def _disk(data: DataSection, split: str, classes: list[str] | None) -> Records:
 def _from_tables(loaded, data: DataSection, split: str, where: str, classes: list[str] | None) -> Records:
     """One split of a HuggingFace DatasetDict (by name, or drawn from its training split), or of a Dataset
     without splits (drawn from all of it): never the same rows for training and validation."""
-    import datasets
+    datasets = hf_datasets()
 
     if isinstance(loaded, datasets.DatasetDict):
         name, draw = pick_split(split, list(loaded), data, where)
@@ -400,7 +409,7 @@ def _class_folders(root: Path, classes: list[str] | None) -> FileRecords:
 
 
 def _hub(data: DataSection, split: str, classes: list[str] | None) -> Records:
-    import datasets
+    datasets = hf_datasets()
 
     if not data.path:
         raise DataError("data.source=hub needs data.path: the dataset's hub name, e.g. ILSVRC/imagenet-1k")

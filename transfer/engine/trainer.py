@@ -174,6 +174,10 @@ class Trainer:
             raise DataError(f"the training split has {len(self.train_set)} images, fewer than one batch of "
                             f"{r.optim.batch_size}; lower optim.batch_size (--batch-size)")
         schedules = Schedules.from_recipe(r.optim, r.schedule, r.regularization, steps_per_epoch)
+        if r.schedule.warmup_epochs > r.schedule.epochs and d.is_main and not resume:
+            log.warning("schedule.warmup_epochs=%g is longer than the run (%d epochs): the learning rate never "
+                        "reaches optim.lr (it peaks at %.3g of it); shorten the warm-up", r.schedule.warmup_epochs,
+                        r.schedule.epochs, r.schedule.epochs / r.schedule.warmup_epochs)
         if r.optim.bn_momentum_rule:
             self.bn_momentum = bn_momentum_for(steps_per_epoch)
         net = self._prepare_model()
