@@ -293,6 +293,32 @@ def convert(source_format, path, out_file, arch, pool, eval_resize, eval_resolut
                f"classes) from {source_format} {path}")
 
 
+@cli.command("export")
+@click.argument("weights_or_run")
+@click.option("--format", "fmt", type=click.Choice(["torchscript", "onnx"]), required=True,
+              help="torchscript (a traced module, .pt) or onnx (.onnx, torch's dynamo exporter).")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False),
+              help="The file to write (FILE.pt or FILE.onnx), with FILE.pt.json / FILE.onnx.json beside it (classes, "
+              "preprocessing).")
+@click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
+              help="ONNX: any batch size, or only the batch of 2 it was exported with (TorchScript: always any).")
+@click.option("--resolution", type=int, help="Input height and width (default: the weights' evaluation size).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def export(weights_or_run, fmt, out_file, dynamic_batch, resolution, force) -> None:
+    """Export a weights file or a run (its best weights) as TorchScript or ONNX, for serving.
+
+    The exported model is the evaluation model; its outputs equal the PyTorch model's. FILE.json beside it
+    (FILE.pt.json, FILE.onnx.json) holds the sidecar (classes, resize, crop, normalisation), which neither format carries.
+    """
+    from .export import export_model
+
+    if resolution is not None and resolution < 16:
+        raise TransferError(f"--resolution {resolution} is too small; give at least 16 pixels")
+    written = export_model(weights_or_run, out_file, fmt, dynamic_batch=dynamic_batch, resolution=resolution,
+                           force=force)
+    click.echo(f"wrote {written} ({fmt}) and {written.name}.json")
+
+
 def robustness_options(fn):
     """`evaluate --robustness` and the flags that shape it (None: not given)."""
     opts = [
