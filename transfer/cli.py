@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -210,10 +211,10 @@ def pretrain(recipe, out, resume, data_path, epochs, batch_size, device, sets) -
 
     Under torchrun it trains on every process: torchrun --nproc-per-node N -m transfer pretrain RECIPE.
     """
-    from .stages.train import run_training
-
     r, name = _load_for_training(recipe, "pretrain.yaml", out, resume,
                                  _recipe_overrides(data_path, epochs, batch_size, device, sets))
+    from .stages.train import run_training  # torch: after the recipe is known to be fine
+
     _exit_as(run_training(r, recipe_name=name, out=out, resume=resume))
 
 
@@ -229,7 +230,6 @@ def finetune(recipe, backbone, out, resume, data_path, epochs, batch_size, devic
     accuracy, the confusion matrix, the most-confused pairs and the predictions.
     """
     from .recipe import merge_dicts
-    from .stages.train import run_training
 
     overrides = _recipe_overrides(data_path, epochs, batch_size, device, sets)
     if backbone is not None:
@@ -238,6 +238,8 @@ def finetune(recipe, backbone, out, resume, data_path, epochs, batch_size, devic
     if r.stage == "pretrain":
         raise TransferError(f"recipe {name} is a pretraining recipe (stage: pretrain); run it with "
                             f"`transfer pretrain`")
+    from .stages.train import run_training
+
     _exit_as(run_training(r, recipe_name=name, out=out, resume=resume))
 
 
@@ -307,8 +309,9 @@ def convert(source_format, path, out_file, arch, pool, eval_resize, eval_resolut
 def export(weights_or_run, fmt, out_file, dynamic_batch, resolution, force) -> None:
     """Export a weights file or a run (its best weights) as TorchScript or ONNX, for serving.
 
-    The exported model is the evaluation model; its outputs equal the PyTorch model's. FILE.json beside it
-    (FILE.pt.json, FILE.onnx.json) holds the sidecar (classes, resize, crop, normalisation), which neither format carries.
+    The exported model is the evaluation model; its outputs equal the PyTorch model's. FILE.pt.json (or
+    FILE.onnx.json) beside it holds the sidecar (classes, resize, crop, normalisation), which neither format
+    carries.
     """
     from .export import export_model
 
@@ -511,7 +514,18 @@ def demo(out_dir, seed, workers, quick) -> None:
     click.echo(f"report: {out / 'report.html'} (and report.md); runs under {out}")
 
 
+def _stop_now(signum, frame) -> None:
+    """SIGTERM / SIGINT outside a training stage (while starting, importing torch takes seconds; or in
+    evaluate, predict, ...): stop at once, in one line, with the shell's status for the signal, no traceback.
+    Files are published whole (files.py), and the unwinding removes a temporary file being written."""
+    print(f"stopped by {signal.Signals(signum).name}", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    # A training stage replaces these with its own graceful handlers (engine/signals.py) and puts them back.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_now)
     cli(prog_name="transfer")
 
 
