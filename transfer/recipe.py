@@ -57,7 +57,8 @@ def section(cls, help: str):
 class ModelSection:
     name: str = opt("assemble_resnet50", "a name from `transfer models`")
     options: dict = opt({}, "create_model overrides (any ResNetConfig field: width, drop_block, ...)")
-    weights: str | None = opt(None, "initial weights: a .safetensors file or a torchvision state_dict")
+    weights: str | None = opt(None, "initial weights: a .safetensors file, a torchvision state_dict, or "
+                              "torchvision's weight name (IMAGENET1K_V2), read from the torch hub cache")
     backbone: str | None = opt(None, "fine-tuning: a pretrain run directory, a weights file, a torchvision "
                                "state_dict, or 'latest' (the newest `transfer pretrain` run)")
     restore_bn_stats: bool = opt(True, "load the backbone's BN running statistics (the paper's warm start: no)")

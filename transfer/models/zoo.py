@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, UnknownNameError, suggest
+from . import hub
 from .resnet import ResNet, ResNetConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -123,22 +124,29 @@ def resolve_config(name: str, **overrides) -> ResNetConfig:
     return ResNetConfig(**{**spec.config, **overrides})
 
 
-def create_model(name: str, *, weights: str | Path | None = None, restore_bn_stats: bool = True,
-                 init_weights: bool | None = None, **overrides) -> ResNet:
-    """Build a named model, with any ResNetConfig field overridden; optionally load a weights file.
+def create_model(name: str, *, weights: str | Path | None = None, pretrained: bool = False,
+                 restore_bn_stats: bool = True, init_weights: bool | None = None, **overrides) -> ResNet:
+    """Build a named model, with any ResNetConfig field overridden; optionally load weights.
 
-    The official initialisation is skipped when `weights` is given (the file supplies every conv and BN;
-    a new classifier or embedding layer is initialised as usual), or when `init_weights=False`.
+    `weights`: a weights file, or torchvision's name of its weights for this model ("IMAGENET1K_V2",
+    "DEFAULT"); `pretrained=True`: the default published weights (torchvision's, else timm's). Named weights
+    are read from the torch hub / HuggingFace cache (models/hub.py), with the preprocessing they were made
+    for. The official initialisation is skipped when weights are given (they supply every conv and BN; a new
+    classifier or embedding layer is initialised as usual), or when `init_weights=False`.
 
     >>> m = create_model("assemble_resnet_tiny", num_classes=10)
     >>> m(torch.zeros(2, 3, 64, 64)).shape
     torch.Size([2, 10])
     """
+    spec = get_spec(name).input
+    if pretrained or hub.is_tag(weights):
+        weights, prep = hub.published(name, weights if hub.is_tag(weights) else None)
+        spec = dataclasses.replace(spec, **prep)
     init = weights is None if init_weights is None else init_weights
     model = ResNet(resolve_config(name, **overrides), init_weights=init)
     model.arch = name
     model.overrides = dict(overrides)
-    model.input_spec = get_spec(name).input
+    model.input_spec = spec
     if weights is not None:
         from .weights import load_weights
 
