@@ -166,11 +166,20 @@ class DistillationSection:
 
 
 @dataclass
+class EmaSection:
+    decay: float = opt(0.0, "weight EMA after every optimizer step, ema = decay * ema + (1 - decay) * weights "
+                       "(timm's ModelEma; e.g. 0.9998); 0 turns it off (the paper does not use it)", min=0,
+                       max=0.999999)
+
+
+@dataclass
 class RegularizationSection:
     label_smoothing: float = opt(0.0, "label smoothing epsilon (paper: 0.1)", min=0, max=1)
     mixup: MixupSection = section(MixupSection, "mixup")
     drop_block: DropBlockSection = section(DropBlockSection, "DropBlock keep_prob schedule")
     distillation: DistillationSection = section(DistillationSection, "knowledge distillation")
+    ema: EmaSection = section(EmaSection, "an exponential moving average of the weights, validated and saved "
+                              "beside them (weights/ema_best, ema_final)")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from ..recipe import Recipe
 from ..runs import RunDir
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import Dist, all_reduce_sum, any_true
+from .ema import WeightEma
 from .objective import Objective
 from .observe import Observer, read_metrics
 from .optim import Schedules, bn_momentum_for, make_optimizer
@@ -68,6 +69,8 @@ class TrainState:
     records: int | None = None  # rows of metrics.jsonl written (None: a checkpoint from before this field)
     bad: int = 0  # unreadable images skipped in the current epoch (this process), and the first few
     bad_first: list = dataclasses.field(default_factory=list)
+    ema_best: float | None = None  # the weight EMA's best validation (regularization.ema), and its epoch
+    ema_best_epoch: int | None = None
 
 
 class Trainer:
@@ -88,6 +91,7 @@ class Trainer:
         self.select = select
         self.state = TrainState()
         self.signals = signals or StopSignals()
+        self.ema: WeightEma | None = None
 
     # ------------------------------------------------------------------------------------------ setup
     def _micro_batch(self) -> int:
@@ -130,6 +134,7 @@ class Trainer:
             "scaler": scaler.state_dict(),
             "train": dataclasses.asdict(self.state),
             "recipe_hash": self.recipe.hash(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         })
 
     def _resume(self, optimizer, scaler) -> None:
@@ -137,6 +142,12 @@ class Trainer:
         if ckpt.get("recipe_hash") != self.recipe.hash():
             log.warning("resuming %s with a recipe that differs from the one it started with", self.run.path)
         self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None:
+            if "ema" in ckpt:
+                self.ema.load_state_dict(ckpt["ema"])
+            else:  # a checkpoint from before the EMA was switched on
+                log.warning("%s holds no weight EMA: it starts from the resumed weights", self.run.checkpoint)
+                self.ema.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["train"])
@@ -146,13 +157,14 @@ class Trainer:
         if self.dist.enabled:
             import torch.distributed as tdist
 
-            for b in self.model.buffers():
-                tdist.broadcast(b, 0)
+            for module in (self.model, *([self.ema.module] if self.ema is not None else [])):
+                for b in module.buffers():
+                    tdist.broadcast(b, 0)
 
-    def _save_weights(self, which: str, metrics: dict) -> Path | None:
+    def _save_weights(self, which: str, metrics: dict, model: nn.Module | None = None) -> Path | None:
         if not self.dist.is_main:
             return None
-        return save_weights(self.model, self.run.weights(which), recipe_hash=self.recipe.hash(),
+        return save_weights(model or self.model, self.run.weights(which), recipe_hash=self.recipe.hash(),
                             stage=self.recipe.stage, epoch=self.state.epoch, step=self.state.step,
                             metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
                             **self.weights_metadata)
@@ -181,6 +193,8 @@ class Trainer:
         if r.optim.bn_momentum_rule:
             self.bn_momentum = bn_momentum_for(steps_per_epoch)
         net = self._prepare_model()
+        if r.regularization.ema.decay:
+            self.ema = WeightEma(self.model, r.regularization.ema.decay)
         optimizer = make_optimizer(self.model, r.optim, self.lr_scale)
         dev = d.device
         scaler = torch.amp.GradScaler(dev.type, enabled=r.runtime.precision == "fp16")
@@ -226,6 +240,8 @@ class Trainer:
         if st.best is not None:
             summary[f"best_{self.select}"] = st.best
             summary["best_epoch"] = st.best_epoch
+        if st.ema_best is not None:
+            summary[f"ema_best_{self.select}"] = st.ema_best
         summary["run"] = str(self.run.path)
         return summary
 
@@ -260,6 +276,8 @@ class Trainer:
                 return self._preempted(observer)
         self._sync_buffers()
         self._save_weights("final", st.last_val)
+        if self.ema is not None:
+            self._save_weights("ema_final", {}, self.ema.module)
         return "finished"
 
     def _train_epoch(self, net, optimizer, scaler, loader, schedules, observer, accum, micro_per_epoch,
@@ -288,6 +306,8 @@ class Trainer:
             if not last:
                 continue
             self._optimizer_step(net, optimizer, scaler)
+            if self.ema is not None:
+                self.ema.update(self.model)
             st.step += 1
             if st.micro_batch == micro_per_epoch:
                 st.epoch, st.micro_batch = st.epoch + 1, 0
@@ -319,13 +339,19 @@ class Trainer:
             fault_point("validation")
             self._sync_buffers()
             st.last_val = self.validate(self.model, val, d.device, r, d)
+            ema_val = self.validate(self.ema.module, val, d.device, r, d) if self.ema is not None else {}
             net.train()
             if observer is not None:
-                observer.evaluation(st.step, st.epoch - 1, st.last_val)
+                observer.evaluation(st.step, st.epoch - 1, {**st.last_val, **{f"ema_{k}": v for k, v in
+                                                                               ema_val.items()}})
             score = st.last_val.get(self.select)
             if score is not None and (st.best is None or score > st.best):
                 st.best, st.best_epoch = score, st.epoch
                 self._save_weights("best", st.last_val)
+            score = ema_val.get(self.select)
+            if score is not None and (st.ema_best is None or score > st.ema_best):
+                st.ema_best, st.ema_best_epoch = score, st.epoch
+                self._save_weights("ema_best", ema_val, self.ema.module)
         st.closed, st.bad, st.bad_first = st.epoch, 0, []
         self._save_checkpoint(optimizer, scaler, observer)
 
