@@ -58,6 +58,6 @@ def test_pretrained_reads_timms_weights_from_the_huggingface_cache(tmp_path, mon
 
 
 def test_no_published_weights_is_one_line():
-    with pytest.raises(WeightsError, match="no published weights .* are known for assemble_resnet50; pass a "
-                                           "weights file .*transfer convert official"):
+    with pytest.raises(WeightsError, match=r"no published weights .* are known for assemble_resnet50; pass a "
+                                           r"weights file .*transfer convert official"):
         create_model("assemble_resnet50", pretrained=True)
