@@ -38,6 +38,9 @@ class _Group(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
+        from .files import reset_faults
+
+        reset_faults()
         try:
             return super().invoke(ctx)
         except TransferError as e:

@@ -60,6 +60,11 @@ _ACTIONS = {"before": "before", "after": "after", "torn": "torn", "enospc": "bef
             "sigterm": "before"}  # action -> the moment it happens at
 
 
+def reset_faults() -> None:
+    """Count publishes anew (each command counts its own; the tests run several in one process)."""
+    _fault_counts.clear()
+
+
 def fault_point(name: str, moment: str = "before") -> None:
     """Where TRANSFER_TEST_FAULT acts (see the module docstring)."""
     spec = os.environ.get(_FAULT_ENV)

@@ -490,7 +490,7 @@ class ResNet(nn.Module):
     def preprocess(self, images) -> torch.Tensor:
         """The evaluation preprocessing these weights record (resize, crop, normalisation): a PIL image or a
         uint8 (3, H, W) tensor -> (3, h, w); a list of them -> (N, 3, h, w). `model(model.preprocess(img)[None])`."""
-        from ..preprocessing import preprocess
+        from ..inputs import preprocess
 
         return preprocess(self, images)
 
