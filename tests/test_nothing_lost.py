@@ -70,7 +70,6 @@ def test_a_kill_at_every_publish_point_then_resume_gives_every_artefact(tmp_path
                   "metrics.jsonl:1:before",  # the resume's rewrite of metrics.jsonl (dropping the torn line)
                   "validation:1:before",  # end-of-epoch validation
                   "best.safetensors:1:after",  # best weights written, the checkpoint that counts them not yet
-                  "last.pt:2:after",
                   "final.safetensors:1:before",
                   "final.json:1:after",  # the final sidecar written, run.json not yet "reporting"
                   "run.json:2:after",  # status "reporting" written, the plots and report not yet
