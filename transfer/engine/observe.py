@@ -100,7 +100,8 @@ class Observer:
         shown = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
         self.message("validation after epoch %d: %s", epoch + 1, shown)
 
-    def close(self, summary: dict | None = None, plots: bool = True) -> None:
+    def close(self) -> None:
+        """Stop the progress display and flush TensorBoard (plots and the summary belong to the stage's end)."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -108,10 +109,6 @@ class Observer:
             self._tb.flush()
             self._tb.close()
             self._tb = None
-        if plots and self.metrics_file.is_file():
-            write_plots(self.metrics_file, self.run_path / "plots")
-        if summary:
-            print_summary(summary)
 
 
 def print_summary(summary: dict) -> None:

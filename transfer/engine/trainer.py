@@ -223,14 +223,14 @@ class Trainer:
             if d.is_main:
                 self.run.update_info(status="failed")
             if observer is not None:
-                observer.close(plots=False)
+                observer.close()
             raise
         summary = self.summary(status)
         if d.is_main:
             self.run.update_info(status="reporting" if status == "finished" else status, best=self.state.best,
                                  best_metric=self.select, best_epoch=self.state.best_epoch, steps=self.state.step,
                                  epochs_done=self.state.epoch)
-            observer.close(plots=False)
+            observer.close()
         return summary
 
     def summary(self, status: str) -> dict:

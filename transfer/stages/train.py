@@ -236,6 +236,8 @@ def _run_training(recipe: Recipe, recipe_name: str, out: str | None, resume: boo
             record_made_splits(run, data)
         trainer = Trainer(model, objective, train_set, val_set, recipe, run, d, weights_metadata=extra,
                           lr_scale=lr_scale, validate=validate, select=select, signals=signals)
+        if mode == "done":  # finished while this process opened the data
+            return _finished_summary(run)
         if mode == "report":
             summary = {**_finished_summary(run), "status": "reporting"}
             log.info("%s: training is finished; writing its plots and report", run.path)
