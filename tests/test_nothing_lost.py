@@ -86,6 +86,19 @@ def test_a_kill_at_every_publish_point_then_resume_gives_every_artefact(tmp_path
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == mtimes
 
 
+def test_a_kill_between_the_recipe_and_the_run_record_is_resumed_whole(tmp_path, reference, monkeypatch):
+    """recipe.yaml in place, run.json not yet: --resume starts the run over in its folder and writes the record
+    a new run has (stage, created, recipe hash; the torture found one without them)."""
+    recipe, want = reference
+    run = tmp_path / "run"
+    killed_at(tmp_path, "recipe.yaml:1:after", "pretrain", recipe, "--out", run)
+    assert (run / "recipe.yaml").is_file() and not (run / "run.json").exists()
+    res = invoke("pretrain", "--resume", "--out", run)
+    assert res.exit_code == 0, res.output
+    assert_same_artefacts(run_artefacts(run), want)
+    assert {"stage", "created", "recipe_hash"} <= set(json.loads((run / "run.json").read_text()))
+
+
 @pytest.mark.parametrize("fault", ["validation:1:sigterm", "final.safetensors:1:sigterm", "report:1:sigterm",
                                    "loss.png:1:sigterm"])
 def test_a_stop_signal_in_any_phase_leaves_a_run_that_resume_finishes(tmp_path, reference, monkeypatch, fault,

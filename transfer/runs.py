@@ -114,6 +114,9 @@ def new_run_dir(recipe, recipe_name: str, out: str | None, resume: bool) -> tupl
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
+        # a kill between recipe.yaml and run.json leaves a run without its record: write it as a new run does
+        fields = {"stage": stage, "created": time.time(), "recipe_hash": recipe.hash()}
+        run.update_info(**{k: v for k, v in fields.items() if k not in info}, status="running")
         return run, "restart"
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
