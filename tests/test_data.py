@@ -299,3 +299,63 @@ class TestSampling:
 
         for a, b in zip(batches(0), batches(2), strict=True):
             assert torch.equal(a, b)
+
+
+def test_labelled_subset_takes_n_per_class_seeded_and_nests():
+    from transfer.data.sources import ArrayRecords, labelled_subset
+
+    labels = np.repeat(np.arange(4), [3, 10, 10, 10])
+    rec = ArrayRecords(labels, [f"i{k}" for k in range(len(labels))], list("abcd"),
+                       np.zeros((len(labels), 2, 2, 3), np.uint8))
+    five = labelled_subset(rec, 5, seed=1)
+    assert np.bincount(five.labels).tolist() == [3, 5, 5, 5]  # a class with fewer keeps all it has
+    assert isinstance(five, ArrayRecords) and len(five.images) == len(five.labels)
+    assert set(labelled_subset(rec, 2, seed=1).ids) <= set(five.ids)  # the budgets nest
+    assert labelled_subset(rec, 5, seed=1).ids == five.ids and labelled_subset(rec, 5, seed=2).ids != five.ids
+    for ident, y in zip(five.ids, five.labels, strict=True):  # each kept image keeps its own label
+        assert labels[int(ident[1:])] == y
+
+
+def test_glyphs_are_formed_as_the_digits_are():
+    from sklearn.datasets import load_digits
+
+    x, y = embedded.generate(12, 3, 32, 0, "glyphs")
+    assert x.shape == (36, 32, 32, 3) and (y == np.tile(np.arange(12), 3)).all()
+    x2, _ = embedded.generate(12, 3, 32, 0, "glyphs")
+    assert (x == x2).all()
+    # the classes are the alphabet's, whatever the split's seed: the strokes depend on the class alone
+    assert all((a == b).all() for a, b in zip(embedded.glyph_strokes(5), embedded.glyph_strokes(5), strict=True))
+    counts = embedded.glyph_counts(3, np.random.default_rng(0))
+    assert counts.shape == (8, 8) and counts.dtype == np.uint8 and counts.max() <= 16 and counts.sum() > 0
+    # the same image formation as the digits task: ink counts 0-16 through one function
+    d = load_digits().images[:4]
+    ref = np.stack([np.asarray(Image.fromarray((im / 16 * 255).astype(np.uint8)).resize((32, 32), Image.BICUBIC))
+                    for im in d])
+    assert (embedded.counts_to_image(d, 32)[..., 0] == ref).all()
+
+
+def test_a_label_budget_trains_on_n_digits_per_class_and_validates_on_all():
+    from transfer.recipe import DataSection, EmbeddedSection, Recipe
+    from transfer.stages.train import open_data
+
+    recipe = Recipe()
+    recipe.data = DataSection(source="digits", val_fraction=0.3, labels_per_class=5,
+                              embedded=EmbeddedSection(resolution=16))
+    data = open_data(recipe)
+    assert np.bincount(data.train.labels).tolist() == [5] * 10
+    assert len(data.val) == 540  # the held-out 30% of 1,797, untouched by the budget
+    full = open_data(Recipe(data=DataSection(source="digits", val_fraction=0.3,
+                                             embedded=EmbeddedSection(resolution=16))))
+    kept = {i: y for i, y in zip(full.train.ids, full.train.labels, strict=True)}
+    # a part of the train split, each image with its own label
+    assert all(kept[i] == y for i, y in zip(data.train.ids, data.train.labels, strict=True))
+
+
+def test_more_shape_classes_than_there_are_is_one_line_naming_glyphs():
+    from transfer.recipe import DataSection, EmbeddedSection
+
+    with pytest.raises(DataError, match=r"embedded shapes have at most 64 classes; lower it, or set "
+                                        r"data.embedded.kind=glyphs"):
+        open_split(DataSection(embedded=EmbeddedSection(classes=100, resolution=16)), "train")
+    assert len(open_split(DataSection(embedded=EmbeddedSection(classes=100, train_per_class=1, resolution=16,
+                                                               kind="glyphs")), "train").classes) == 100

@@ -67,11 +67,14 @@ class ModelSection:
 
 @dataclass
 class EmbeddedSection:
-    classes: int = opt(10, "number of procedurally generated classes", min=2, max=64)
+    classes: int = opt(10, "number of procedurally generated classes", min=2, max=1000)
     train_per_class: int = opt(200, "training images per class", min=1)
     val_per_class: int = opt(50, "validation images per class", min=1)
     resolution: int = opt(64, "image side in pixels", min=16, max=512)
     seed: int = opt(0, "generator seed: the same seed gives the same images", min=0, max=MAX_SEED)
+    kind: str = opt("shapes", "shapes (figures, outlines and strokes in colour and texture; at most 64 classes) or "
+                    "glyphs (pen strokes of an invented alphabet, formed as scikit-learn's digits are: 8x8 ink "
+                    "counts; at most 1000 classes)", choices=("shapes", "glyphs"))
 
 
 @dataclass
@@ -93,6 +96,9 @@ class DataSection:
     split_by: str = opt("image", "how a split is made for data without one: image (seeded, stratified: every "
                         "class in both parts) or class (zero-shot retrieval: the last val_fraction of the sorted "
                         "classes are held out)", choices=("image", "class"))
+    labels_per_class: int | None = opt(None, "train on this many labelled images per class only (a seeded draw "
+                                       "from the training split, seed split_seed; a label-budget experiment); "
+                                       "null: all of them", min=1)
     embedded: EmbeddedSection = section(EmbeddedSection, "the embedded synthetic dataset")
 
 

@@ -19,11 +19,14 @@ from PIL import Image, ImageDraw
 SHAPES = ("disc", "square", "triangle", "star", "plus", "ring", "bar", "arc", "zigzag", "loop",
           "chevron", "hexagon", "spiral", "tee", "two_bars", "diamond")
 TEXTURES = ("solid", "stripes", "dots", "gradient")
+MAX_SHAPE_CLASSES = len(SHAPES) * len(TEXTURES)
 
 
-def class_names(classes: int) -> list[str]:
-    if classes > len(SHAPES) * len(TEXTURES):
-        raise ValueError(f"at most {len(SHAPES) * len(TEXTURES)} embedded classes")
+def class_names(classes: int, kind: str = "shapes") -> list[str]:
+    if kind == "glyphs":
+        return [f"glyph{i:03d}" for i in range(classes)]
+    if classes > MAX_SHAPE_CLASSES:
+        raise ValueError(f"at most {MAX_SHAPE_CLASSES} embedded shape classes")
     if classes <= len(SHAPES):
         return list(SHAPES[:classes])
     return [f"{SHAPES[i % len(SHAPES)]}_{TEXTURES[i // len(SHAPES)]}" for i in range(classes)]
@@ -129,11 +132,75 @@ def render(label: int, classes: int, size: int, rng: np.random.Generator) -> np.
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
-def generate(classes: int, per_class: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+# Glyphs: pen-written characters of an invented alphabet, formed as scikit-learn's digits were. Those are
+# 32x32 binary bitmaps of handwritten digits, size-normalised and centred, then counted in 4x4 blocks (ink
+# levels 0-16 on an 8x8 grid). A glyph class is a fixed set of 2-3 pen strokes (cubic Bezier curves, drawn
+# from a generator keyed by the class alone, so every split agrees); each image redraws it with a hand's
+# variation (control points, slant, aspect, pen width, position) and goes through the same bitmap and
+# counting steps. The content is new (no digit is drawn on purpose); the image formation is the target's.
+GLYPH_CLASSES = 1000  # more than any recipe uses: the alphabet is fixed, a recipe takes its first `classes`
+_GLYPH_KEY = 20010618  # the alphabet's seed: changing it changes every glyph class
+
+
+def glyph_strokes(label: int) -> list[np.ndarray]:
+    """The pen strokes of glyph class `label`: a list of (4, 2) Bezier control points in [-1, 1]^2."""
+    rng = np.random.default_rng([_GLYPH_KEY, label])
+    strokes = []
+    for _ in range(rng.integers(2, 4)):
+        start = rng.uniform(-0.8, 0.8, size=2)
+        steps = rng.normal(0, 0.6, size=(3, 2))
+        strokes.append(np.clip(start + np.cumsum(steps, axis=0).clip(-1.6, 1.6), -1, 1))
+        strokes[-1] = np.vstack([start, strokes[-1]])
+    return strokes
+
+
+def _bezier(points: np.ndarray, n: int = 24) -> np.ndarray:
+    t = np.linspace(0, 1, n)[:, None]
+    p0, p1, p2, p3 = points
+    return (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3 * p3
+
+
+def glyph_counts(label: int, rng: np.random.Generator) -> np.ndarray:
+    """One written glyph as the digits' 8x8 grid of ink counts (0-16, uint8)."""
+    strokes = [s + rng.normal(0, 0.07, size=s.shape) for s in glyph_strokes(label)]
+    slant, aspect = rng.uniform(-0.3, 0.3), rng.uniform(0.75, 1.25)
+    curves = [_bezier(s) @ np.array([[aspect, 0], [slant, 1]]) for s in strokes]
+    pts = np.concatenate(curves)
+    lo, hi = pts.min(0), pts.max(0)
+    # size-normalised into a 24-30 px box of the 32x32 bitmap (kept thin strokes thin), centred, then shifted
+    box = rng.uniform(24, 30)
+    scale = box / max(float((hi - lo).max()), 0.3)
+    centre = 16 + rng.uniform(-1.5, 1.5, size=2)
+    big = 4  # drawn at 128x128, reduced to the 32x32 bitmap by a box filter and a threshold
+    width = rng.uniform(3.5, 5.5) * big
+    canvas = Image.new("L", (32 * big, 32 * big), 0)
+    draw = ImageDraw.Draw(canvas)
+    for c in curves:
+        xy = ((c - (lo + hi) / 2) * scale + centre) * big
+        draw.line([tuple(p) for p in xy], fill=255, width=round(width), joint="curve")
+        for p in xy[[0, -1]]:  # round pen ends
+            draw.ellipse([p[0] - width / 2, p[1] - width / 2, p[0] + width / 2, p[1] + width / 2], fill=255)
+    bitmap = np.asarray(canvas.resize((32, 32), Image.BOX), np.float32) > 127
+    return bitmap.reshape(8, 4, 8, 4).sum(axis=(1, 3)).astype(np.uint8)
+
+
+def counts_to_image(counts: np.ndarray, resolution: int) -> np.ndarray:
+    """Grids of ink counts (N, 8, 8), 0-16, as the RGB images the digits task feeds the network."""
+    small = (counts / 16.0 * 255).astype(np.uint8)
+    images = np.stack([np.asarray(Image.fromarray(im).resize((resolution, resolution), Image.BICUBIC))
+                       for im in small])
+    return np.repeat(images[..., None], 3, axis=-1)
+
+
+def generate(classes: int, per_class: int, size: int, seed: int, kind: str = "shapes"
+             ) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, size, size, 3) uint8, labels (N,) int64), class-interleaved, same output for the same seed."""
     rng = np.random.default_rng(seed)
     labels = np.tile(np.arange(classes), per_class)
-    images = np.stack([render(int(y), classes, size, rng) for y in labels])
+    if kind == "glyphs":
+        images = counts_to_image(np.stack([glyph_counts(int(y), rng) for y in labels]), size)
+    else:
+        images = np.stack([render(int(y), classes, size, rng) for y in labels])
     return images, labels.astype(np.int64)
 
 
@@ -141,12 +208,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TRANSFER_CACHE", Path.home() / ".cache" / "transfer"))
 
 
-def load_split(classes: int, per_class: int, size: int, seed: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+def load_split(classes: int, per_class: int, size: int, seed: int, split: str, kind: str = "shapes"
+               ) -> tuple[np.ndarray, np.ndarray]:
     """A split of the embedded dataset, generated once and cached as .npz (train and validation differ by seed)."""
     split_seed = {"train": 0, "validation": 1, "test": 2}.get(split)
     if split_seed is None:
         raise ValueError(f"embedded dataset has splits train, validation and test, not {split!r}")
-    key = hashlib.sha1(f"v5-{classes}-{per_class}-{size}-{seed}-{split}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"v5-{classes}-{per_class}-{size}-{seed}-{split}"
+                       f"{'' if kind == 'shapes' else '-' + kind}".encode()).hexdigest()[:16]
     path = cache_dir() / "embedded" / f"{key}.npz"
     if path.is_file():
         try:
@@ -154,7 +223,7 @@ def load_split(classes: int, per_class: int, size: int, seed: int, split: str) -
                 return f["images"], f["labels"]
         except (OSError, KeyError, ValueError):
             path.unlink(missing_ok=True)  # a damaged cache file is regenerated
-    images, labels = generate(classes, per_class, size, seed * 1000 + split_seed)
+    images, labels = generate(classes, per_class, size, seed * 1000 + split_seed, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez(tmp, images=images, labels=labels)
@@ -189,6 +258,4 @@ def load_digits_split(resolution: int, split: str, seed: int = 0, val_fraction: 
         train_idx, val_idx = train_test_split(index, test_size=val_fraction, stratify=digits.target,
                                               random_state=seed)
     chosen = np.sort(train_idx if split == "train" else val_idx)
-    small = (digits.images[chosen] / 16.0 * 255).astype(np.uint8)  # 0..16 ink levels
-    images = np.stack([np.asarray(Image.fromarray(im).resize((resolution, resolution), Image.BICUBIC)) for im in small])
-    return np.repeat(images[..., None], 3, axis=-1), digits.target[chosen].astype(np.int64)
+    return counts_to_image(digits.images[chosen], resolution), digits.target[chosen].astype(np.int64)

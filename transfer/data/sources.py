@@ -155,12 +155,16 @@ class HFRecords(Records):
 def _embedded(data: DataSection, split: str) -> Records:
     e = data.embedded
     per_class = e.train_per_class if split == "train" else e.val_per_class
+    most = embedded.GLYPH_CLASSES if e.kind == "glyphs" else embedded.MAX_SHAPE_CLASSES
+    if e.classes > most:
+        raise DataError(f"data.embedded.classes={e.classes}: the embedded {e.kind} have at most {most} classes"
+                        + ("; lower it, or set data.embedded.kind=glyphs" if e.kind == "shapes" else ""))
     try:
-        images, labels = embedded.load_split(e.classes, per_class, e.resolution, e.seed, split)
+        images, labels = embedded.load_split(e.classes, per_class, e.resolution, e.seed, split, e.kind)
     except ValueError as err:
         raise DataError(f"data.train_split/val_split: {err}") from None
     return ArrayRecords(labels, [f"embedded/{split}/{i}" for i in range(len(labels))],
-                        embedded.class_names(e.classes), images)
+                        embedded.class_names(e.classes, e.kind), images)
 
 
 def _digits(data: DataSection, split: str) -> Records:
@@ -199,10 +203,24 @@ def _select(records: Records, mask: np.ndarray) -> Records:
     keep = np.flatnonzero(mask)
     flags = {k: None if getattr(records, k) is None else getattr(records, k)[keep] for k in ("is_query", "is_gallery")}
     labels, ids = records.labels[keep], [records.ids[i] for i in keep]
+    if isinstance(records, ArrayRecords):
+        return ArrayRecords(labels, ids, records.classes, records.images[keep], made_split=True, **flags)
     if isinstance(records, HFRecords):
         return HFRecords(labels, ids, records.classes, records.table.select(keep), records.image_column,
                          made_split=True, **flags)
     return FileRecords(labels, ids, records.classes, made_split=True, **flags)
+
+
+def labelled_subset(records: Records, per_class: int, seed: int) -> Records:
+    """`per_class` images of each class (all of a class that has fewer), drawn with `seed`: the same draw for
+    the same data and seed, and a draw of n is part of the draw of any m > n (the label-budget curve nests)."""
+    order = np.random.default_rng(seed).permutation(len(records))
+    rank = np.empty(len(records), dtype=np.int64)
+    seen = np.zeros(len(records.classes), dtype=np.int64)
+    for i in order:  # the position of each item among its class in the seeded order
+        rank[i] = seen[records.labels[i]]
+        seen[records.labels[i]] += 1
+    return _select(records, rank < per_class)
 
 
 # What datasets call the split that is not for training; the first present is taken for data.val_split.

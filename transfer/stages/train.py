@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..data.loader import TransformedDataset
-from ..data.sources import DataError, Records, open_split
+from ..data.sources import DataError, Records, labelled_subset, open_split
 from ..data.transforms import Preprocessing, eval_transform, resolve, train_transform
 from ..engine import distributed
 from ..engine.objective import Objective
@@ -43,6 +43,10 @@ def open_data(recipe: Recipe) -> StageData:
         raise DataError(f"the data ({recipe.data.path or recipe.data.source}) has one class "
                         f"({', '.join(train.classes) or 'none'}); a classifier needs at least two: add a class")
     val = open_split(recipe.data, recipe.data.val_split, train.classes) if recipe.data.val_split else None
+    if recipe.data.labels_per_class:
+        train = labelled_subset(train, recipe.data.labels_per_class, recipe.data.split_seed)
+        log.info("label budget: %d training images, at most %d per class (data.labels_per_class)", len(train),
+                 recipe.data.labels_per_class)
     counts = np.bincount(train.labels, minlength=len(train.classes))
     empty = [train.classes[i] for i in np.flatnonzero(counts == 0)]
     if empty:
