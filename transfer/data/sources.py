@@ -215,11 +215,10 @@ def labelled_subset(records: Records, per_class: int, seed: int) -> Records:
     """`per_class` images of each class (all of a class that has fewer), drawn with `seed`: the same draw for
     the same data and seed, and a draw of n is part of the draw of any m > n (the label-budget curve nests)."""
     order = np.random.default_rng(seed).permutation(len(records))
+    by_class = order[np.argsort(records.labels[order], kind="stable")]  # classes in turn, each in seeded order
+    starts = np.searchsorted(records.labels[by_class], records.labels[by_class])
     rank = np.empty(len(records), dtype=np.int64)
-    seen = np.zeros(len(records.classes), dtype=np.int64)
-    for i in order:  # the position of each item among its class in the seeded order
-        rank[i] = seen[records.labels[i]]
-        seen[records.labels[i]] += 1
+    rank[by_class] = np.arange(len(records)) - starts  # each item's place among its class in the seeded order
     return _select(records, rank < per_class)
 
 
