@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -191,3 +192,19 @@ def test_a_torn_metrics_file_is_read_without_its_torn_line(tmp_path):
     assert [r["step"] for r in read_metrics(path)] == [1, 2]
     assert [r["step"] for r in truncate_metrics(path, 1)] == [1]
     assert path.read_text() == '{"kind": "train", "step": 1}\n'
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_the_interpreter_exits_after_a_finished_command_keeps_its_status(tmp_path, sig):
+    """A signal that arrives once the command is done (the torture saw them while torch's interpreter shut
+    down) has nothing to stop: the exit status stays the command's, with no "stopped by" line. The signal is
+    sent from an exit hook, which runs after the command returned, as the interpreter finalises."""
+    code = ("import atexit, os, signal, sys, time\n"
+            f"atexit.register(lambda: (os.kill(os.getpid(), {int(sig)}), time.sleep(0.2)))\n"
+            "from transfer.cli import main\n"
+            "sys.argv = ['transfer', '--help']\n"
+            "main()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(tmp_path),
+                         timeout=120)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    assert "stopped by" not in res.stderr and "Traceback" not in res.stderr

@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+HANG_S = 600  # a run (or a stop) that takes longer than this has hung: it is killed and counted as a failure
 sys.path.insert(0, str(ROOT))
 
 from tests.training_helpers import TINY, run_artefacts  # noqa: E402  (the tests' tiny recipe and comparison)
@@ -98,15 +99,28 @@ class Torture:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         try:
-            _, err = proc.communicate(timeout=kill_after)
+            _, err = proc.communicate(timeout=kill_after if kill_after is not None else HANG_S)
         except subprocess.TimeoutExpired:
+            if kill_after is None:
+                return self.hung(proc, t0)
             # the launcher alone for a graceful stop (torchrun forwards it); the whole group for SIGKILL
             if sig == signal.SIGKILL:
                 os.killpg(proc.pid, sig)
             else:
                 proc.send_signal(sig)
-            _, err = proc.communicate(timeout=600)
+            try:
+                _, err = proc.communicate(timeout=HANG_S)
+            except subprocess.TimeoutExpired:
+                return self.hung(proc, t0)
         return proc.returncode, time.perf_counter() - t0, err[-1500:]
+
+    @staticmethod
+    def hung(proc: subprocess.Popen, t0: float) -> tuple[str, float, str]:
+        """A run that did not end within HANG_S: a failure of its own kind, its whole group killed so that
+        the torture goes on."""
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        return "hung", time.perf_counter() - t0, err[-1500:]
 
     def recipe(self, stage: str, backbone: Path | None) -> Path:
         sections = merge_dicts(TINY, STAGES[stage])
@@ -191,16 +205,18 @@ class Torture:
 
 def table(results: dict) -> str:
     keys = sorted({k for r in results.values() for k in r["matched"] if k != "runs compared"})
-    lines = ["| stage | kills | runs | finished | resumes | " + " | ".join(keys) + " |",
-             "|---|" + "---|" * (4 + len(keys))]
+    lines = ["| stage | kills | runs | finished | resumes | failures | " + " | ".join(keys) + " |",
+             "|---|" + "---|" * (5 + len(keys))]
     for stage, r in results.items():
         n = r["matched"]["runs compared"]
         lines.append(f"| {stage} | {r['kills_total']} | {r['runs']} | {r['finished']} | {r['resumes']} | "
-                     + " | ".join(f"{r['matched'].get(k, 0):g}/{n}" for k in keys) + " |")
+                     f"{len(r['failures'])} | " + " | ".join(f"{r['matched'].get(k, 0):g}/{n}" for k in keys) + " |")
     kinds = Counter()
     for r in results.values():
         kinds.update(r["kills"])
     lines += ["", "kills by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))]
+    # a failure is a kill that ended with an unexpected status, a hang, or a run that did not finish
+    lines += [f"- {stage}: {f}" for stage, r in results.items() for f in r["failures"]]
     return "\n".join(lines)
 
 

@@ -529,7 +529,15 @@ def main() -> None:
     # A training stage replaces these with its own graceful handlers (engine/signals.py) and puts them back.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_now)
-    cli(prog_name="transfer")
+    try:
+        cli(prog_name="transfer")
+    finally:
+        # The command is done and its status decided. A stop that arrives while the interpreter shuts down
+        # (seconds with torch loaded) has nothing left to stop: without this, Python's finalisation puts the
+        # default action back and the process dies by the signal, reporting a finished run as killed.
+        # SIG_IGN, unlike a Python handler, survives finalisation.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
