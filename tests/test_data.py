@@ -272,6 +272,20 @@ class TestSampling:
         flat = [i for b in full for i, _ in b]
         assert len(set(flat)) == 48 and all(e == 3 for b in full for _, e in b)
 
+    def test_epoch_repeats_pass_over_every_image_that_many_times_with_a_key_per_pass(self):
+        s = EpochBatchSampler(10, 5, seed=3, repeats=3)
+        assert s.steps_per_epoch == 6
+        s.set_epoch(2)
+        items = [key for b in s for key in b]
+        assert sorted(i for i, _ in items) == sorted(list(range(10)) * 3)
+        # each image once per pass, the passes keyed 6, 7, 8: its augmentation seeds differ between passes
+        by_pass = {p: sorted(i for i, q in items if q == p) for p in (6, 7, 8)}
+        assert by_pass == {p: list(range(10)) for p in (6, 7, 8)}
+        assert len(set(items)) == 30
+        # the passes are shuffled together, not one after the other
+        assert [q for _, q in items[:10]] != [6] * 10
+        assert EpochBatchSampler(10, 5, seed=3).steps_per_epoch == 2
+
     def test_processes_see_the_micro_batches_of_one_process_with_more_accumulation(self):
         one = EpochBatchSampler(64, 4, seed=7, world=1, accumulation=4)
         ranks = [EpochBatchSampler(64, 4, seed=7, rank=r, world=2, accumulation=2) for r in range(2)]

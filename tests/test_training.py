@@ -52,6 +52,11 @@ def test_run_directory_holds_everything(tmp_path):
     assert res.exit_code == 0, res.output
     best = max(v["top1"] for v in val)
     assert json.loads(res.output)["top1"] == pytest.approx(best) and json.loads(res.output)["count"] == 24
+    # a run's own weights file evaluates on the run's data, no --data needed: the final weights, the last top-1
+    res = CliRunner().invoke(cli, ["evaluate", str(out / "weights" / "final.safetensors"), "--format", "json",
+                                   "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["top1"] == pytest.approx(val[-1]["top1"])
 
 
 def wait_for_checkpoint(path, proc, timeout=120):

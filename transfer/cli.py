@@ -508,7 +508,8 @@ def demo(out_dir, seed, workers, quick) -> None:
     import time
 
     from .runs import runs_root
-    from .stages.demo import HEADER, run_demo, summary_table
+    from .stages.demo import run_demo
+    from .stages.demo_report import HEADER, summary_table
 
     out = Path(out_dir) if out_dir else runs_root() / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     res = run_demo(out, seed=seed, quick=quick, workers=workers)

@@ -148,6 +148,8 @@ class ScheduleSection:
     warmup_epochs: float = opt(5.0, "linear warm-up from 0, then the schedule", min=0)
     lr_schedule: str = opt("cosine", "after warm-up: cosine to min_lr, or constant", choices=("cosine", "constant"))
     min_lr: float = opt(0.0, "final learning rate of the cosine schedule", min=0)
+    epoch_repeats: int = opt(1, "passes over the training images in one epoch (timm's --epoch-repeats): a few "
+                             "labelled images get epochs long enough to validate and checkpoint at", min=1)
 
 
 @dataclass

@@ -162,6 +162,15 @@ def latest_run(stage: str | None = None, root: Path | None = None) -> RunDir:
     return RunDir(max(candidates)[1])
 
 
+def run_holding(path: str | Path) -> RunDir | None:
+    """The run a path names: a run directory, or a weights file in a run's weights/ folder; else None."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent.parent if path.parent.name == "weights" else None
+    if folder is not None and RunDir(folder).recipe.is_file():
+        return RunDir(folder)
+    return None
+
+
 def resolve_weights(path: str | Path) -> Path:
     """A weights file, or a run directory (its best weights, else its final ones)."""
     path = Path(path)

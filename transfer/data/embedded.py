@@ -245,6 +245,14 @@ def load_digits_split(resolution: int, split: str, seed: int = 0, val_fraction: 
     `by_class` the split is by class instead (zero-shot retrieval: with val_fraction 0.5, digits 0-4 train
     and 5-9 validation); labels stay the digits.
     """
+    counts, labels = load_digits_counts(split, seed, val_fraction, by_class)
+    return counts_to_image(counts, resolution), labels
+
+
+def load_digits_counts(split: str, seed: int = 0, val_fraction: float = 0.3,
+                       by_class: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The same split as load_digits_split, in the same order, as the scans' raw 8x8 ink counts (0-16): what a
+    baseline on pixels sees."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -258,4 +266,4 @@ def load_digits_split(resolution: int, split: str, seed: int = 0, val_fraction: 
         train_idx, val_idx = train_test_split(index, test_size=val_fraction, stratify=digits.target,
                                               random_state=seed)
     chosen = np.sort(train_idx if split == "train" else val_idx)
-    return counts_to_image(digits.images[chosen], resolution), digits.target[chosen].astype(np.int64)
+    return digits.images[chosen], digits.target[chosen].astype(np.int64)

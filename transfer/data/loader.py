@@ -85,17 +85,21 @@ class EpochBatchSampler(Sampler):
     (seed, epoch) and deals them in contiguous micro-batches: process r, accumulation step a gets chunk
     r * accumulation + a. So a run on W processes sees exactly the micro-batches that one process with
     W times the accumulation sees, in the same groups. The tail that does not fill a step is dropped.
+
+    With `repeats` an epoch is that many passes over the n images, shuffled together; each pass gets a key
+    of its own (epoch * repeats + pass), so an image's augmentation differs between its passes.
     """
 
-    def __init__(self, n: int, micro: int, *, seed: int = 0, rank: int = 0, world: int = 1, accumulation: int = 1):
-        self.n, self.micro, self.seed = n, micro, seed
+    def __init__(self, n: int, micro: int, *, seed: int = 0, rank: int = 0, world: int = 1, accumulation: int = 1,
+                 repeats: int = 1):
+        self.n, self.micro, self.seed, self.repeats = n, micro, seed, repeats
         self.rank, self.world, self.accumulation = rank, world, accumulation
         self.epoch = 0
         self.start = 0
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.n // (self.micro * self.world * self.accumulation)
+        return self.n * self.repeats // (self.micro * self.world * self.accumulation)
 
     def set_epoch(self, epoch: int, start_micro_batch: int = 0) -> None:
         self.epoch, self.start = epoch, start_micro_batch
@@ -105,12 +109,12 @@ class EpochBatchSampler(Sampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 2**31 - 1))
-        order = torch.randperm(self.n, generator=g).tolist()
+        order = torch.randperm(self.n * self.repeats, generator=g).tolist()
         per_step = self.micro * self.world * self.accumulation
         for mb in range(self.start, self.steps_per_epoch * self.accumulation):
             step, a = divmod(mb, self.accumulation)
             begin = step * per_step + (self.rank * self.accumulation + a) * self.micro
-            yield [(i, self.epoch) for i in order[begin:begin + self.micro]]
+            yield [(j % self.n, self.epoch * self.repeats + j // self.n) for j in order[begin:begin + self.micro]]
 
 
 class ShardSampler(Sampler):

@@ -180,11 +180,13 @@ class Trainer:
         micro = self._micro_batch()
         accum = r.optim.accumulation
         sampler = EpochBatchSampler(len(self.train_set), micro, seed=r.runtime.seed, rank=d.rank, world=d.world,
-                                    accumulation=accum)
+                                    accumulation=accum, repeats=r.schedule.epoch_repeats)
         steps_per_epoch = sampler.steps_per_epoch
         if steps_per_epoch == 0:
-            raise DataError(f"the training split has {len(self.train_set)} images, fewer than one batch of "
-                            f"{r.optim.batch_size}; lower optim.batch_size (--batch-size)")
+            passes = f" ({r.schedule.epoch_repeats} passes an epoch)" if r.schedule.epoch_repeats > 1 else ""
+            raise DataError(f"the training split has {len(self.train_set)} images{passes}, fewer than one batch of "
+                            f"{r.optim.batch_size}; lower optim.batch_size (--batch-size) or raise "
+                            f"schedule.epoch_repeats")
         schedules = Schedules.from_recipe(r.optim, r.schedule, r.regularization, steps_per_epoch)
         if r.schedule.warmup_epochs > r.schedule.epochs and d.is_main and not resume:
             log.warning("schedule.warmup_epochs=%g is longer than the run (%d epochs): the learning rate never "

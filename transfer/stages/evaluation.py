@@ -15,7 +15,7 @@ from ..eval.throughput import resolve_device
 from ..files import atomic_write_bytes, atomic_write_csv, check_output_file
 from ..models.weights import load_model
 from ..recipe import DataSection, Recipe, load_recipe
-from ..runs import RunDir, resolve_weights
+from ..runs import resolve_weights, run_holding
 
 
 def data_section(data_path: str | None, run_recipe: Recipe | None) -> DataSection:
@@ -47,9 +47,8 @@ def data_section(data_path: str | None, run_recipe: Recipe | None) -> DataSectio
 def open_for_evaluation(weights_or_run: str, data_path: str | None, split: str | None):
     """(weights file, model, records, split): the model and the data it is evaluated on, checked to fit."""
     weights = resolve_weights(weights_or_run)
-    run_recipe = None
-    if Path(weights_or_run).is_dir() and RunDir(Path(weights_or_run)).recipe.is_file():
-        run_recipe = load_recipe(RunDir(Path(weights_or_run)).recipe)
+    run = run_holding(weights_or_run)  # a run's own weights file (weights/final) evaluates on the run's data
+    run_recipe = load_recipe(run.recipe) if run is not None else None
     model = load_model(weights)
     data = data_section(data_path, run_recipe)
     split = split or data.val_split
