@@ -53,6 +53,8 @@ def test_summary_matches_the_runs(demo):
             # the figure is the last validation (weights/final), not the best: nothing chosen on the test digits
             final = json.loads((run / "weights" / "final.json").read_text())["metrics"]["top1"]
             assert rows[("fine-tune", init, "top-1", b)] == pytest.approx(final)
+            if b is None:  # its report (confusion matrix) is of the same final weights
+                assert json.loads((run / "report" / "summary.json").read_text())["top1"] == pytest.approx(final)
             if b is not None:  # the label budget's draw is recorded: b training digits of each class
                 trained = [r for r in csv.DictReader((run / "split.csv").open()) if r["split"] == "train"]
                 assert sorted(Counter(r["label"] for r in trained).values()) == [b] * 10

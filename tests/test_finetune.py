@@ -13,7 +13,7 @@ from transfer.data.sources import DataError, open_split
 from transfer.recipe import DataSection
 
 from .test_data import jpeg
-from .training_helpers import tiny_recipe
+from .training_helpers import tiny_recipe, transfer_gain
 
 DIGITS = {"source": "digits", "val_fraction": 0.3, "embedded": {"resolution": 32}}
 
@@ -219,29 +219,18 @@ def test_pretrain_recipe_refused_by_finetune(tmp_path):
     assert res.exit_code == 2 and "is a pretraining recipe" in res.output
 
 
-def test_pretraining_on_the_embedded_set_transfers_to_real_digits(tmp_path):
-    """The point of the toolkit, small: the same fine-tune budget and seed, from the embedded-pretrained
-    backbone and from random initialisation; 359 training digits, 48 px. Measured: 0.64 vs 0.38."""
-    quiet = {"checkpoint_every_steps": 0, "log_every_steps": 1000, "plots": False, "tensorboard": False}
-    aug = {"train_resolution": 48, "eval_resolution": 48, "eval_resize": 48, "crop_area": [0.5, 1.0]}
-    off = {"mixup": {"alpha": 0.0}, "drop_block": {"keep_prob_start": 1.0, "keep_prob_end": 1.0}}
-    model = {"name": "assemble_resnet_tiny", "options": {}}
-    pre = tiny_recipe(tmp_path, "pre.yaml", model=model, augment=aug, regularization=off, output=quiet,
-                      data={"embedded": {"classes": 8, "train_per_class": 100, "val_per_class": 10,
-                                         "resolution": 48}},
-                      optim={"lr": 0.4, "batch_size": 32}, schedule={"epochs": 8, "warmup_epochs": 1})
-    assert invoke("pretrain", pre, "--out", tmp_path / "pre").exit_code == 0
-    best = {}
-    for name, backbone in (("pretrained", str(tmp_path / "pre")), ("random", None)):
-        ft = finetune_recipe(tmp_path, f"{name}.yaml", model={**model, "backbone": backbone}, augment=aug,
-                             regularization=off, output=quiet, data={"val_fraction": 0.8,
-                                                                     "embedded": {"resolution": 48}},
-                             schedule={"epochs": 4, "warmup_epochs": 1})
-        res = invoke("finetune", ft, "--out", tmp_path / name)
-        assert res.exit_code == 0, res.output
-        best[name] = json.loads((tmp_path / name / "run.json").read_text())["best"]
-    print(f"digits top-1: pretrained {best['pretrained']:.3f}, random init {best['random']:.3f}")
-    assert best["pretrained"] - best["random"] >= 0.05, best  # seeds 0, 1, 2 measured +0.27, +0.08, +0.14
+# Measured by `python benchmarks/transfer_gain.py --seeds 0,1,2,3,4` (README, demo section): the smallest
+# gain over those seeds, less a margin for kernels and machines.
+GAIN_MARGIN = 0.05
+
+
+def test_pretraining_on_the_invented_alphabet_transfers_to_real_digits(tmp_path):
+    """The point of the toolkit, small: 10 labelled digits per class, the same steps and seed, from the demo's
+    glyph-pretrained backbone and from random init (training_helpers.transfer_gain). The margin is what held
+    on seeds 0-4 with room to spare: benchmarks/transfer_gain.py, in the README's demo section."""
+    top1 = transfer_gain(tmp_path)
+    print(f"digits top-1 at 10 labels per class: pretrained {top1['pretrained']:.3f}, random {top1['random']:.3f}")
+    assert top1["pretrained"] - top1["random"] >= GAIN_MARGIN, top1
 
 
 def test_empty_class_is_one_line(tmp_path):

@@ -180,3 +180,25 @@ def test_distillation_from_precomputed_logits_and_from_a_teacher(tmp_path):
     recipe = tiny_recipe(tmp_path, "bad.yaml", regularization={"distillation": {"logits": str(logits_file)}})
     res = CliRunner().invoke(cli, ["pretrain", str(recipe), "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "has shape (10, 4), expected (64, 4)" in res.output
+
+
+def test_runtime_threads_holds_for_the_stage_and_is_given_back(tmp_path, monkeypatch):
+    import torch
+
+    from transfer.engine.trainer import Trainer
+    from transfer.recipe import load_recipe
+    from transfer.stages.train import run_training
+
+    seen = []
+    fit = Trainer.fit
+
+    def recording_fit(self, *a, **k):
+        seen.append(torch.get_num_threads())
+        return fit(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    recipe = load_recipe(tiny_recipe(tmp_path, schedule={"epochs": 1}, runtime={"threads": want}))
+    assert run_training(recipe, recipe_name="tiny", out=str(tmp_path / "run"), report=False)["status"] == "finished"
+    assert seen == [want] and torch.get_num_threads() == before

@@ -99,3 +99,38 @@ def assert_same_artefacts(got: dict, want: dict) -> None:
     assert not different, {k: (str(got[k])[:300], str(want[k])[:300]) for k in different[:3]}
     steps = [(tag, step) for tag, step, _ in got["tb"]]
     assert len(steps) == len(set(steps)), "a TensorBoard step is written twice"
+
+
+# The transfer-gain check, small: the demo's own recipes (recipes/demo/), a shorter pretraining on fewer
+# glyphs, then 10 labelled digits per class fine-tuned from that backbone and from random init with the same
+# steps and seed. tests/test_finetune.py runs seed 0; benchmarks/transfer_gain.py runs seeds 0-4 and thread
+# counts, which is where the test's margin comes from.
+GAIN_PRETRAIN = {"data": {"embedded": {"classes": 32, "train_per_class": 40, "val_per_class": 4}},
+                 "schedule": {"epochs": 8}}
+GAIN_LABELS, GAIN_STEPS, GAIN_EPOCHS = 10, 150, 2
+QUIET = {"output": {"checkpoint_every_steps": 0, "log_every_steps": 1000, "plots": False, "tensorboard": False},
+         "runtime": {"workers": 0}}
+
+
+def transfer_gain(tmp_path: Path, seed: int = 0) -> dict[str, float]:
+    """{"pretrained": top-1, "random": top-1} on the 540 held-out digits, the last validation of each run."""
+    import json
+
+    from transfer.recipe import load_recipe
+    from transfer.recipes import find_recipe
+    from transfer.stages.demo import budget_schedule
+    from transfer.stages.train import run_training
+
+    seeded = merge_dicts(QUIET, {"runtime": {"seed": seed}})
+    pre = load_recipe(find_recipe("demo/pretrain.yaml"), merge_dicts(seeded, GAIN_PRETRAIN))
+    run_training(pre, recipe_name="pretrain", out=str(tmp_path / "pre"), report=False)
+    ft = load_recipe(find_recipe("demo/finetune.yaml"))
+    schedule = budget_schedule(10 * GAIN_LABELS, ft.optim.batch_size, GAIN_STEPS, GAIN_EPOCHS)
+    top1 = {}
+    for init, backbone in (("pretrained", str(tmp_path / "pre")), ("random", None)):
+        over = merge_dicts(seeded, {"model": {"backbone": backbone}, "data": {"labels_per_class": GAIN_LABELS},
+                                    **schedule})
+        run_training(load_recipe(find_recipe("demo/finetune.yaml"), over), recipe_name="finetune",
+                     out=str(tmp_path / init), report=False)
+        top1[init] = json.loads((tmp_path / init / "weights" / "final.json").read_text())["metrics"]["top1"]
+    return top1

@@ -195,6 +195,9 @@ class EvalSection:
     every_epochs: int = opt(1, "validate every N epochs (and after the last)", min=1)
     topk: list[int] = opt([1, 5], "top-k accuracies to report (top-1 is always measured: it picks the best "
                           "weights)", check=_positive_ints)
+    report_weights: str = opt("best", "the weights the run's report (report/, retrieval/) evaluates: best (chosen "
+                              "on the validation split) or final (the last; nothing chosen on it, for a validation "
+                              "split that is the test set)", choices=("best", "final"))
 
     @property
     def measured_topk(self) -> list[int]:
@@ -227,6 +230,9 @@ class RuntimeSection:
     seed: int = opt(0, "seed of everything random: data order, augmentation, mixup, DropBlock", min=0,
                     max=MAX_SEED)
     sync_bn: bool = opt(False, "synchronised BatchNorm across processes (DDP)")
+    threads: int = opt(0, "CPU threads of the model's kernels (0: PyTorch's default, one per core). A seeded CPU "
+                       "run repeats bit for bit on one machine at one thread count; another count sums in another "
+                       "order, and the result moves", min=0)
 
 
 @dataclass

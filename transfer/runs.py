@@ -171,12 +171,12 @@ def run_holding(path: str | Path) -> RunDir | None:
     return None
 
 
-def resolve_weights(path: str | Path) -> Path:
-    """A weights file, or a run directory (its best weights, else its final ones)."""
+def resolve_weights(path: str | Path, prefer: str = "best") -> Path:
+    """A weights file, or a run directory (its `prefer` weights, best or final, else the other)."""
     path = Path(path)
     if path.is_dir():
         run = RunDir(path)
-        for which in ("best", "final"):
+        for which in (prefer, *({"best", "final"} - {prefer})):
             if run.weights(which).is_file():
                 return run.weights(which)
         raise RunError(f"run {path} has no weights yet (looked for weights/best.safetensors and final)")

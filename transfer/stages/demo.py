@@ -1,12 +1,14 @@
-"""`transfer demo`: the whole pipeline, real and small, on a CPU in minutes.
+"""`transfer demo`: the whole pipeline, real and small, on a CPU in minutes, centred on the label budget.
 
-    DEMO/pretrain/                         the embedded-shapes backbone (recipes/demo/pretrain.yaml)
-    DEMO/finetune-{pretrained,random}/     digits classification from that backbone and from scratch
-    DEMO/retrieval-{pretrained,random}/    zero-shot digit retrieval (train 0-4, search 5-9), both ways
-    DEMO/finetune-*/robustness/            corruption errors and unnormalised mCE of both classifiers
-    DEMO/summary.json, DEMO/report.md, DEMO/report.html
+    DEMO/pretrain/                            the backbone, pretrained on an invented alphabet (glyphs)
+    DEMO/finetune-{pretrained,random}[-N]/    digits classification at N labelled digits per class (5, 10,
+                                              25; no suffix: all), from that backbone and from scratch
+    DEMO/retrieval-{pretrained,random}/       zero-shot digit retrieval (train 0-4, search 5-9), both ways
+    DEMO/finetune-*/robustness/               corruption errors and unnormalised mCE (all-label classifiers)
+    DEMO/figures/, summary.json, report.md, report.html
 
-Every figure in the report is computed by this run; nothing is copied in.
+Beside each budget's two fine-tunings, two linear baselines on the same images (probes.py). Every figure in
+the report is computed by this run; nothing is copied in.
 """
 
 from __future__ import annotations

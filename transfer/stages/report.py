@@ -13,7 +13,7 @@ from ..eval.classify import confusion_matrix, evaluate, most_confused, per_class
 from ..files import atomic_savefig, atomic_write_bytes, atomic_write_csv, building_dir
 from ..models.weights import load_model
 from ..recipe import Recipe
-from ..runs import RunDir
+from ..runs import RunDir, resolve_weights
 
 
 def confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "confusion matrix") -> Path:
@@ -67,9 +67,9 @@ def write_report(out: Path, result: dict, labels: np.ndarray, ids: list[str], cl
 
 
 def classification_report(run: RunDir, val_set, recipe: Recipe, device: torch.device) -> dict:
-    """Evaluate the run's best weights on the validation split and write RUN/report/."""
-    weights = run.weights("best") if run.weights("best").is_file() else run.weights("final")
-    model = load_model(weights).to(device)
+    """Evaluate the run's best (or, as eval.report_weights says, final) weights on the validation split and
+    write RUN/report/."""
+    model = load_model(resolve_weights(run.path, recipe.eval.report_weights)).to(device)
     result = evaluate(model, eval_loader(val_set, 64, recipe.runtime.workers), device,
                       precision=recipe.runtime.precision, topk=recipe.eval.measured_topk, keep_logits=True)
     records = val_set.records

@@ -253,11 +253,12 @@ def score_and_save(model: nn.Module, records: Records, dataset, metrics: list[Me
 
 
 def retrieval_report(run, records: Records, dataset, recipe: Recipe, device: torch.device) -> dict:
-    """After training: evaluate the best weights on the test split and write RUN/retrieval/."""
+    """After training: evaluate the best (or, as eval.report_weights says, final) weights on the test split and
+    write RUN/retrieval/."""
     from ..models.weights import load_model
     from ..runs import resolve_weights
 
-    model = load_model(resolve_weights(run.path)).to(device)
+    model = load_model(resolve_weights(run.path, recipe.eval.report_weights)).to(device)
     with building_dir(run.path / "retrieval") as out:  # a stop or a kill never leaves half of it
         ev, _ = score_and_save(model, records, dataset, parse_metrics(recipe.retrieval.metrics), out, device=device,
                                precision=recipe.runtime.precision, backend=recipe.retrieval.backend,

@@ -166,8 +166,14 @@ def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, re
     A stop signal at any moment leaves the run for `--resume` (summary status "preempted", `exit_code` set);
     `--resume` on a finished run changes nothing.
     """
-    with StopSignals() as signals:
-        summary = _run_training(recipe, recipe_name, out, resume, report, signals)
+    threads = torch.get_num_threads()
+    if recipe.runtime.threads:
+        torch.set_num_threads(recipe.runtime.threads)
+    try:
+        with StopSignals() as signals:
+            summary = _run_training(recipe, recipe_name, out, resume, report, signals)
+    finally:
+        torch.set_num_threads(threads)  # a demo or a test runs several stages in one process
     if summary.get("status") == "preempted":
         summary["exit_code"] = signals.exit_code
     return summary
