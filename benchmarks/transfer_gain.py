@@ -21,12 +21,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
-import json, sys, torch
+import json, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
-torch.set_num_threads({threads})
 from tests.training_helpers import transfer_gain
-print(json.dumps(transfer_gain(Path({tmp!r}), seed={seed})))
+print(json.dumps(transfer_gain(Path({tmp!r}), seed={seed}, threads={threads})))
 """
 
 
@@ -41,7 +40,7 @@ def main() -> None:
         for seed in map(int, args.seeds.split(",")):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
-                # a process per measurement: the thread count is set before any kernel runs
+                # a process per measurement: nothing carries over between them
                 res = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), threads=threads, tmp=tmp,
                                                                          seed=seed)],
                                      capture_output=True, text=True, check=True)

@@ -109,10 +109,10 @@ GAIN_PRETRAIN = {"data": {"embedded": {"classes": 32, "train_per_class": 40, "va
                  "schedule": {"epochs": 8}}
 GAIN_LABELS, GAIN_STEPS, GAIN_EPOCHS = 10, 150, 2
 QUIET = {"output": {"checkpoint_every_steps": 0, "log_every_steps": 1000, "plots": False, "tensorboard": False},
-         "runtime": {"workers": 0}}
+         "runtime": {"workers": 0, "threads": 2}}
 
 
-def transfer_gain(tmp_path: Path, seed: int = 0) -> dict[str, float]:
+def transfer_gain(tmp_path: Path, seed: int = 0, threads: int = 2) -> dict[str, float]:
     """{"pretrained": top-1, "random": top-1} on the 540 held-out digits, the last validation of each run."""
     import json
 
@@ -121,7 +121,7 @@ def transfer_gain(tmp_path: Path, seed: int = 0) -> dict[str, float]:
     from transfer.stages.demo import budget_schedule
     from transfer.stages.train import run_training
 
-    seeded = merge_dicts(QUIET, {"runtime": {"seed": seed}})
+    seeded = merge_dicts(QUIET, {"runtime": {"seed": seed, "threads": threads}})
     pre = load_recipe(find_recipe("demo/pretrain.yaml"), merge_dicts(seeded, GAIN_PRETRAIN))
     run_training(pre, recipe_name="pretrain", out=str(tmp_path / "pre"), report=False)
     ft = load_recipe(find_recipe("demo/finetune.yaml"))
