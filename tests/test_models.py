@@ -7,8 +7,8 @@ import torchvision
 from transfer import create_model, list_models
 from transfer.errors import ConfigError, UnknownNameError
 from transfer.models.layers import DropBlock, set_keep_prob
-from transfer.models.resnet import BasicBlock, BigLittleStage, BlockOptions, Bottleneck, PlainStage
-from transfer.models.zoo import MODELS, describe, model_stats
+from transfer.models.resnet import BasicBlock, BigLittleStage, BlockOptions, Bottleneck, PlainStage, ResNet
+from transfer.models.zoo import MODELS, model_stats, resolve_config, tweaks
 
 from .conftest import randomize_bn
 
@@ -61,11 +61,13 @@ def count_blocks(module):
 
 def test_assemble_resnet50_layout_matches_the_paper():
     # Reference layout of R50-BL at 224 px: stages at 28, 14, 14, 7 px; 19 bottlenecks instead of 16.
-    model = create_model("assemble_resnet50").eval()
-    with torch.no_grad():
-        shapes = [tuple(f.shape[1:]) for f in model.stage_features(torch.randn(1, 3, 224, 224))]
+    # on the meta device: shapes are propagated, no weights are initialised and no arithmetic runs
+    with torch.device("meta"):
+        model = ResNet(resolve_config("assemble_resnet50"), init_weights=False).eval()
+        plain = ResNet(resolve_config("resnet50"), init_weights=False)
+        shapes = [tuple(f.shape[1:]) for f in model.stage_features(torch.empty(1, 3, 224, 224))]
     assert shapes == [(256, 28, 28), (512, 14, 14), (1024, 14, 14), (2048, 7, 7)]
-    assert count_blocks(model) == 19 and count_blocks(create_model("resnet50")) == 16
+    assert count_blocks(model) == 19 and count_blocks(plain) == 16
     stage = model.stages[0]
     assert (len(stage.big), len(stage.little)) == (2, 1)
     assert stage.little[0].conv1.out_channels == 32  # little branch at half width (alpha = 2)
@@ -145,12 +147,13 @@ def test_deep_stem_and_resnet_d_shortcut():
     assert sc.pool.kernel_size == 2 and sc.conv.stride == (1, 1)
 
 
-def test_describe_uses_the_tweak_vocabulary():
+def test_tweaks_use_the_vocabulary():
     vocab = {"resnet_d", "se", "sk", "sk_dagger", "big_little", "anti_alias"}
+    # the architecture's config alone (describe() also counts each model's FLOPs, which this does not need)
     for name in MODELS:
-        assert set(describe(name)["tweaks"]) <= vocab
-    assert describe("assemble_resnet50")["tweaks"] == ["resnet_d", "sk_dagger", "big_little", "anti_alias"]
-    assert describe("resnet50")["tweaks"] == []
+        assert set(tweaks(resolve_config(name))) <= vocab
+    assert tweaks(resolve_config("assemble_resnet50")) == ["resnet_d", "sk_dagger", "big_little", "anti_alias"]
+    assert tweaks(resolve_config("resnet50")) == []
 
 
 def test_errors_name_the_problem():

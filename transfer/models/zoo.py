@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,10 +195,13 @@ def tweaks(config: ResNetConfig) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def model_stats(name: str, resolution: int = 224, **overrides) -> dict:
     """Parameters and multiply-accumulates (convolutions and linear layers) at `resolution` px.
 
-    Built on the meta device, so no memory is allocated and no arithmetic runs.
+    Built on the meta device, so no memory is allocated and no arithmetic runs; still, tracing a forward pass
+    takes a while for the deep models, so a process counts each (name, resolution, overrides) once.
+    The dict is shared: copy it before changing it.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
