@@ -36,7 +36,7 @@ def demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     out = tmp / args[args.index("--out") + 1]
     res = run_cli(tmp, *[str(out) if a == str(out.relative_to(tmp)) else a for a in args],
-                  "--quick", "--workers", "0")
+                  "--quick", "--workers", "0", timeout=900)  # about a minute and a half on 2 idle cores
     return out, res
 
 

@@ -41,8 +41,8 @@ def transfer_cmd(*args) -> list[str]:
     return [sys.executable, "-m", "transfer", *map(str, args)]
 
 
-def run_cli(tmp_path: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run(transfer_cmd(*args), capture_output=True, text=True, env=cli_env(tmp_path), timeout=300)
+def run_cli(tmp_path: Path, *args, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    res = subprocess.run(transfer_cmd(*args), capture_output=True, text=True, env=cli_env(tmp_path), timeout=timeout)
     if check and res.returncode != 0:
         raise AssertionError(f"transfer {' '.join(map(str, args))} failed ({res.returncode}):\n{res.stderr[-3000:]}")
     return res
