@@ -15,6 +15,7 @@ artefact how many runs matched the uninterrupted one).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -61,6 +62,32 @@ POINTS = [("last.pt", 6, ("before", "after")), ("best.safetensors", 3, ("before"
           ("recipe.yaml", 1, ("before", "after"))]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc): torchrun starts its workers in sessions of their own, so a
+    signal to the launcher's process group does not reach them."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL to a process and all its descendants, found before any of them dies (an orphan would be
+    re-parented and lost)."""
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
+            os.kill(p, signal.SIGKILL)
+
+
 def command(stage: str, recipe: Path, out: Path, resume: bool) -> list[str]:
     cli = "finetune" if stage in ("finetune", "retrieval") else "pretrain"
     args = [cli, "--resume", "--out", str(out)] if resume else [cli, str(recipe), "--out", str(out)]
@@ -103,9 +130,10 @@ class Torture:
         except subprocess.TimeoutExpired:
             if kill_after is None:
                 return self.hung(proc, t0)
-            # the launcher alone for a graceful stop (torchrun forwards it); the whole group for SIGKILL
+            # the launcher alone for a graceful stop (torchrun forwards it); every process of the run for
+            # SIGKILL, as a preemption kills the whole job
             if sig == signal.SIGKILL:
-                os.killpg(proc.pid, sig)
+                kill_tree(proc.pid)
             else:
                 proc.send_signal(sig)
             try:
@@ -118,7 +146,7 @@ class Torture:
     def hung(proc: subprocess.Popen, t0: float) -> tuple[str, float, str]:
         """A run that did not end within HANG_S: a failure of its own kind, its whole group killed so that
         the torture goes on."""
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc.pid)
         _, err = proc.communicate()
         return "hung", time.perf_counter() - t0, err[-1500:]
 
