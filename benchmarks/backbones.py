@@ -20,9 +20,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from transfer.eval.throughput import BenchmarkSettings, describe_machine, measure_throughput, resolve_device
+from transfer.eval.throughput import BenchmarkSettings, describe_machine, measure_throughput
+from transfer.models.factory import build_for_benchmark
 from transfer.models.layers import BlurPool
-from transfer.models.zoo import MODELS, build_for_benchmark
+from transfer.models.zoo import MODELS
+from transfer.runtime import resolve_device
 
 # (model, paper rows, paper img/s on a P40, FP32, batch 64: Tables 2 and 7)
 ROWS = [

@@ -28,14 +28,13 @@ from transfer import create_model
 from transfer.data.embedded import generate
 from transfer.data.loader import EpochBatchSampler, TransformedDataset, make_loader
 from transfer.data.sources import open_split
-from transfer.data.transforms import eval_transform, resolve, train_transform
-from transfer.engine.distributed import Dist
+from transfer.data.transforms import InputSpec
 from transfer.engine.objective import Objective
 from transfer.engine.trainer import Trainer
 from transfer.eval.throughput import describe_machine
-from transfer.models.zoo import InputSpec
 from transfer.recipe import AugmentSection, DataSection, Recipe
 from transfer.runs import RunDir
+from transfer.runtime import Dist
 
 
 class TensorSet(Dataset):
@@ -173,8 +172,8 @@ def input_pipeline(args) -> dict:
         r = args.pipeline_resolution
         for key, (_, policy, train) in PIPELINES.items():
             aug = AugmentSection(autoaugment=policy)
-            prep = resolve(aug, InputSpec(r, r, round(r / 0.875)))
-            transform = train_transform(aug, prep) if train else eval_transform(prep)
+            prep = InputSpec(r, r, round(r / 0.875)).resolve(aug)
+            transform = prep.train_transform(aug) if train else prep.eval_transform()
 
             loaders = {"preset": functools.partial(run_folder, dataset=torchvision.datasets.ImageFolder(
                            str(root / "train"), transform=pil_preset(aug, prep, train))),

@@ -19,8 +19,9 @@ from transfer import load_model
 from transfer.cli import cli
 from transfer.convert import convert
 from transfer.convert.tf_bundle import Checkpoint
+from transfer.data.transforms import PAPER_MEAN, PAPER_STD
 from transfer.models.resnet import ResNet
-from transfer.models.zoo import PAPER_MEAN, PAPER_STD, resolve_config
+from transfer.models.zoo import resolve_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 # fixture -> (the zoo architecture it is, the convert options it needs, the relative tolerance)

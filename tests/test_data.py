@@ -14,16 +14,7 @@ from transfer.data import embedded
 from transfer.data.loader import EpochBatchSampler, ShardSampler, TransformedDataset, collate, make_loader
 from transfer.data.ondisk import DatasetWriter
 from transfer.data.sources import BadImage, DataError, decode_tensor, open_split
-from transfer.data.transforms import (
-    PAPER_MEAN,
-    Normalize,
-    TensorToPIL,
-    eval_transform,
-    resolve,
-    takes_tensors,
-    train_transform,
-)
-from transfer.models.zoo import InputSpec
+from transfer.data.transforms import PAPER_MEAN, InputSpec, Normalize, TensorToPIL, takes_tensors
 from transfer.recipe import AugmentSection, DataSection, EmbeddedSection
 
 
@@ -184,14 +175,14 @@ class TestBadImages:
 class TestTransforms:
     def test_sizes_and_normalisation(self):
         spec = InputSpec(224, 256, 292)
-        prep = resolve(AugmentSection(), spec)
+        prep = spec.resolve(AugmentSection())
         assert (prep.train_resolution, prep.eval_resolution, prep.eval_resize) == (224, 256, 292)
         img = Image.new("RGB", (400, 300), (255, 0, 0))
-        assert eval_transform(prep)(img).shape == (3, 256, 256)
-        assert train_transform(AugmentSection(autoaugment="imagenet"), prep)(img).shape == (3, 224, 224)
-        paper = resolve(AugmentSection(normalization="mean_only", eval_resolution=128), spec)
+        assert prep.eval_transform()(img).shape == (3, 256, 256)
+        assert prep.train_transform(AugmentSection(autoaugment="imagenet"))(img).shape == (3, 224, 224)
+        paper = spec.resolve(AugmentSection(normalization="mean_only", eval_resolution=128))
         assert paper.eval_resize == round(128 / 0.875)
-        x = eval_transform(paper)(Image.new("RGB", (200, 200), (255, 128, 0)))
+        x = paper.eval_transform()(Image.new("RGB", (200, 200), (255, 128, 0)))
         torch.testing.assert_close(x[:, 0, 0], torch.tensor([255 - PAPER_MEAN[0] * 255, 128 - PAPER_MEAN[1] * 255,
                                                             0 - PAPER_MEAN[2] * 255]), rtol=0, atol=1e-3)
 
@@ -218,10 +209,10 @@ class TestTransforms:
     def test_pipelines_give_the_same_output_for_a_tensor_or_a_pil_image(self, policy):
         """Datasets hand tensor-first pipelines the decoded tensor instead of the PIL image: nothing changes."""
         aug = AugmentSection(autoaugment=policy)
-        prep = resolve(aug, InputSpec(24, 24, 28))
+        prep = InputSpec(24, 24, 28).resolve(aug)
         rng = np.random.default_rng(1)
         img = Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
-        for transform in (train_transform(aug, prep), eval_transform(prep)):
+        for transform in (prep.train_transform(aug), prep.eval_transform()):
             assert takes_tensors(transform)
             outs = []
             for x in (img, pil_to_tensor(img)):
@@ -238,20 +229,20 @@ class TestTransforms:
         rng = np.random.default_rng(0)
         smooth = np.kron(rng.integers(0, 256, (30, 40, 3)), np.ones((10, 10, 1))).astype(np.uint8)  # 300x400
         img = Image.fromarray(smooth)
-        prep = resolve(AugmentSection(interpolation=interpolation, eval_crop=eval_crop), InputSpec(224, 224, 256))
+        prep = InputSpec(224, 224, 256).resolve(AugmentSection(interpolation=interpolation, eval_crop=eval_crop))
         mode = getattr(classic.InterpolationMode, interpolation.upper())
         size = (224, 224) if eval_crop == "none" else 256
         reference = classic.Compose([classic.Resize(size, mode), classic.CenterCrop(224), classic.ToTensor(),
                                      classic.Normalize(prep.mean, prep.std)])
-        ours, theirs = eval_transform(prep)(img), reference(img)
+        ours, theirs = prep.eval_transform()(img), reference(img)
         std = torch.tensor(prep.std).view(3, 1, 1)
         levels = ((ours - theirs) * std * 255).abs()  # in grey levels: almost all equal, none off by more than 2
         assert ours.shape == theirs.shape and levels.mean() < 0.05 and levels.max() < 2.01
 
     def test_augmentation_is_a_function_of_seed_epoch_index(self):
         rec = open_split(DataSection(embedded=EmbeddedSection(2, 2, 1, 32)), "train")
-        prep = resolve(AugmentSection(autoaugment="imagenet"), InputSpec(24, 32, 32))
-        ds = TransformedDataset(rec, train_transform(AugmentSection(autoaugment="imagenet"), prep), seed=3)
+        prep = InputSpec(24, 32, 32).resolve(AugmentSection(autoaugment="imagenet"))
+        ds = TransformedDataset(rec, prep.train_transform(AugmentSection(autoaugment="imagenet")), seed=3)
         a, b = ds[(1, 5)][0], ds[(1, 5)][0]
         assert torch.equal(a, b) and not torch.equal(a, ds[(1, 6)][0])
         state = torch.get_rng_state()
@@ -303,8 +294,8 @@ class TestSampling:
 
     def test_loader_with_workers_gives_the_same_batches(self):
         rec = open_split(DataSection(embedded=EmbeddedSection(2, 8, 1, 32)), "train")
-        prep = resolve(AugmentSection(), InputSpec(24, 32, 32))
-        ds = TransformedDataset(rec, train_transform(AugmentSection(), prep), seed=0)
+        prep = InputSpec(24, 32, 32).resolve(AugmentSection())
+        ds = TransformedDataset(rec, prep.train_transform(AugmentSection()), seed=0)
 
         def batches(workers):
             s = EpochBatchSampler(len(ds), 4, seed=0)

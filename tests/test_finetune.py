@@ -182,8 +182,7 @@ def test_predict_writes_a_csv_that_matches_the_model(tmp_path):
     assert len(rows) == 5 and set(rows[0]) >= {"path", "prediction", "probability", "prediction_2"}
     from PIL import Image
 
-    from transfer.data.transforms import eval_transform, from_spec
-    from transfer.models.weights import load_model
+    from transfer.models import load_model
 
     model = load_model(tmp_path / "run" / "weights" / "best.safetensors").eval()
     classes = model.weights_metadata["class_names"]
@@ -193,7 +192,7 @@ def test_predict_writes_a_csv_that_matches_the_model(tmp_path):
     assert list(rows[0]) == ["path", "prediction", "probability", "prediction_2", "probability_2", "status"]
     assert sum(r["status"] == "ok" for r in rows) == 4
     for p, _ in paths:
-        x = eval_transform(from_spec(model.input_spec))(Image.open(p).convert("RGB"))
+        x = model.input_spec.eval_transform()(Image.open(p).convert("RGB"))
         with torch.no_grad():
             prob = model(x[None]).softmax(1)[0]
         assert by_path[str(p)]["prediction"] == classes[int(prob.argmax())]

@@ -126,8 +126,8 @@ def test_preprocessing_is_the_sidecars_for_a_model_a_file_and_a_run(tmp_path):
     from torchvision.transforms.v2 import functional as F
 
     import transfer
+    from transfer.data.transforms import PAPER_MEAN, PAPER_STD, InputSpec
     from transfer.models.weights import save_weights
-    from transfer.models.zoo import PAPER_MEAN, PAPER_STD, InputSpec
 
     model = transfer.create_model("resnet_tiny", num_classes=3)
     model.input_spec = InputSpec(224, 256, 292, "center", PAPER_MEAN, PAPER_STD, "bilinear")

@@ -8,7 +8,8 @@ import torch
 
 from transfer import create_model
 from transfer.errors import WeightsError
-from transfer.models.weights import load_model, load_weights, read_metadata, save_weights, sidecar_path
+from transfer.models import load_model
+from transfer.models.weights import load_weights, read_metadata, save_weights, sidecar_path
 
 from .conftest import randomize_bn
 

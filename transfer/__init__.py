@@ -11,7 +11,7 @@ import importlib
 from .errors import TransferError
 
 _LAZY = {"ResNet": ".models", "ResNetConfig": ".models", "create_model": ".models", "list_models": ".models",
-         "load_model": ".models", "preprocessing": ".inputs"}
+         "load_model": ".models", "preprocessing": ".models"}
 
 __all__ = ["ResNet", "ResNetConfig", "TransferError", "create_model", "list_models", "load_model", "preprocessing"]
 __version__ = "0.1.0"

@@ -74,6 +74,14 @@ def _print_table(title: str, columns: list[str], rows: list[list[str]], caption:
     Console(width=max(120, len(columns) * 14)).print(table)
 
 
+def _start_computing() -> None:
+    """The process-wide settings of every command that runs a network (runtime.configure_process), taken once
+    its arguments are known to be fine, so that a mistake is still reported before torch loads."""
+    from .runtime import configure_process
+
+    configure_process()
+
+
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="A table, or a JSON list of one object per model.")
@@ -118,8 +126,10 @@ def benchmark(model_names: tuple[str, ...], batch_size: int, resolution: int, dt
 
     MODEL is a name from `transfer models`, or torchvision:NAME (e.g. torchvision:resnet50) for reference.
     """
-    from .eval.throughput import BenchmarkSettings, describe_machine, measure_throughput, resolve_device
-    from .models.zoo import build_for_benchmark
+    _start_computing()
+    from .eval.throughput import BenchmarkSettings, describe_machine, measure_throughput
+    from .models.factory import build_for_benchmark
+    from .runtime import resolve_device
 
     settings = BenchmarkSettings(batch_size, resolution, dtype, channels_last, compile_, device, warmup, repeats)
     models = {name: build_for_benchmark(name) for name in model_names}
@@ -216,7 +226,8 @@ def pretrain(recipe, out, resume, data_path, epochs, batch_size, device, sets) -
     """
     r, name = _load_for_training(recipe, "pretrain.yaml", out, resume,
                                  _recipe_overrides(data_path, epochs, batch_size, device, sets))
-    from .stages.train import run_training  # torch: after the recipe is known to be fine
+    _start_computing()  # torch: after the recipe is known to be fine
+    from .stages.train import run_training
 
     _exit_as(run_training(r, recipe_name=name, out=out, resume=resume))
 
@@ -241,6 +252,7 @@ def finetune(recipe, backbone, out, resume, data_path, epochs, batch_size, devic
     if r.stage == "pretrain":
         raise TransferError(f"recipe {name} is a pretraining recipe (stage: pretrain); run it with "
                             f"`transfer pretrain`")
+    _start_computing()
     from .stages.train import run_training
 
     _exit_as(run_training(r, recipe_name=name, out=out, resume=resume))
@@ -256,6 +268,7 @@ def finetune(recipe, backbone, out, resume, data_path, epochs, batch_size, devic
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def predict(weights_or_run, images, topk, out_file, batch_size, device) -> None:
     """Classify IMAGES (files or folders) with a weights file or a run; writes a CSV of path, class, probability."""
+    _start_computing()
     from .stages.evaluation import predict_images
 
     n = predict_images(weights_or_run, images, out_file=out_file, topk=topk, batch_size=batch_size, device=device)
@@ -351,6 +364,7 @@ def robustness_options(fn):
 
 def _evaluate_robustness(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt,
                          robustness, corruptions, severities, perturbations, limit, seed, imagenet, cache, out):
+    _start_computing()
     from .eval.robustness import ALEXNET_ERRORS
     from .stages.robustness import evaluate_robustness
 
@@ -408,6 +422,7 @@ def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save
     if robust["robustness"] or any(v is not None and v is not False for k, v in robust.items() if k != "robustness"):
         return _evaluate_robustness(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt,
                                     **robust)
+    _start_computing()
     from .stages.evaluation import evaluate_classifier
 
     result = evaluate_classifier(weights_or_run, data_path=data_path, split=split, batch_size=batch_size,
@@ -456,6 +471,7 @@ def retrieve(run, metrics, embeddings_file, queries, topk, data_path, split, bac
     the gallery are excluded. Writes metrics, embeddings (with ids and labels), the FAISS index and a PNG
     grid of queries with their nearest neighbours.
     """
+    _start_computing()
     from .stages import retrieval as rt
 
     if embeddings_file and queries:
@@ -508,6 +524,7 @@ def demo(out_dir, seed, workers, quick) -> None:
     import time
 
     from .runs import runs_root
+    _start_computing()
     from .stages.demo import run_demo
     from .stages.demo_report import HEADER, summary_table
 

@@ -16,7 +16,7 @@ import torch
 
 from .errors import ConfigError, TransferError
 from .files import atomic_write_bytes, atomic_write_text
-from .models.weights import load_model
+from .models import load_model
 from .runs import resolve_weights
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, WeightsError
+from ..models import create_model
 from ..models.resnet import BASIC_LAYERS, BOTTLENECK_LAYERS
 from ..models.weights import from_torchvision, is_torchvision_layout, read_state_dict, save_weights
-from ..models.zoo import MODELS, create_model, get_spec
+from ..models.zoo import MODELS, get_spec
 
 FORMATS = ("official", "timm", "torchvision")
 

@@ -16,6 +16,7 @@ A 1001-way ImageNet head (index 0: background) becomes the 1000 ILSVRC classes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.transforms import PAPER_MEAN, PAPER_STD
 from ..errors import WeightsError
 from ..models.layers import SqueezeExcite
 from ..models.resnet import BigLittleStage, Bottleneck, ResNet
-from ..models.zoo import PAPER_MEAN, PAPER_STD, InputSpec, get_spec, resolve_config
+from ..models.zoo import get_spec, resolve_config
 
 ROOT = "resnet_model"
 # The zoo names the official code can build, most specific first: when two give the same variables
@@ -243,7 +245,7 @@ def infer_architecture(shapes: dict[str, tuple[int, ...]], *, pool: str | None =
 
 def convert(checkpoint, arch: str | None = None, *, pool: str | None = None) -> tuple[ResNet, dict]:
     """Read an official checkpoint into a zoo model; returns the model (eval mode) and sidecar extras."""
-    from ..models.zoo import create_model
+    from ..models import create_model
     from . import mismatch
 
     shapes = _model_variables(checkpoint.shapes())
@@ -270,8 +272,7 @@ def convert(checkpoint, arch: str | None = None, *, pool: str | None = None) -> 
         model.overrides["num_classes"] = IMAGENET_CLASSES
     spec = get_spec(arch).input
     # The official preprocessing: RGB in 0-255 minus the ImageNet mean, no division; the zoo's sizes.
-    model.input_spec = InputSpec(spec.train_resolution, spec.eval_resolution, spec.eval_resize, spec.eval_crop,
-                                 PAPER_MEAN, PAPER_STD, spec.interpolation)
+    model.input_spec = dataclasses.replace(spec, mean=PAPER_MEAN, std=PAPER_STD)
     step = None
     if "global_step" in checkpoint.entries:
         step = int(checkpoint.read("global_step").reshape(-1)[0])

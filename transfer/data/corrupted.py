@@ -1,6 +1,6 @@
 """Evaluation images under corruptions and perturbation sequences, made inside data-loader workers.
 
-Images are resized and centre-cropped exactly as `eval_transform` does, corrupted at that resolution, and
+Images are resized and centre-cropped exactly as `InputSpec.eval_transform` does, corrupted at that resolution, and
 normalised last. Corrupted images go through JPEG at quality 85, as ImageNet-C and the paper store them; with a
 cache folder those JPEG files are written once and read back on later evaluations.
 """
@@ -22,7 +22,7 @@ from ..eval.corruptions import corrupt, corruption_rng, jpeg_bytes
 from ..eval.perturbations import centre_crop, perturbation_rng, sequence
 from .loader import BadSample
 from .sources import BadImage, Records
-from .transforms import Normalize, Preprocessing, eval_resize
+from .transforms import InputSpec
 
 PAPER_JPEG_QUALITY = 85  # the quality corrupted sets are stored at (ImageNet-C; the paper, section 4.3)
 
@@ -31,9 +31,9 @@ class _EvalImages(Dataset, abc.ABC):
     """Shared part: item k is image indices[k % n] under task k // n; resize like eval_transform, normalise.
     Subclasses say what one task makes of one image (`make`)."""
 
-    def __init__(self, records: Records, indices: np.ndarray, prep: Preprocessing, tasks: list, seed: int = 0):
+    def __init__(self, records: Records, indices: np.ndarray, prep: InputSpec, tasks: list, seed: int = 0):
         self.records, self.indices, self.prep, self.tasks, self.seed = records, np.asarray(indices), prep, tasks, seed
-        self.resize, self.normalize = eval_resize(prep), Normalize(prep.mean, prep.std)
+        self.resize, self.normalize = prep.eval_resize_op(), prep.normalize()
 
     def __len__(self) -> int:
         return len(self.tasks) * len(self.indices)
@@ -67,7 +67,7 @@ class _EvalImages(Dataset, abc.ABC):
 class CorruptedImages(_EvalImages):
     """Tasks are (corruption, severity) pairs; (None, 0) is the clean image (no JPEG round trip)."""
 
-    def __init__(self, records: Records, indices: np.ndarray, prep: Preprocessing,
+    def __init__(self, records: Records, indices: np.ndarray, prep: InputSpec,
                  tasks: list[tuple[str | None, int]], seed: int = 0, cache: str | Path | None = None):
         super().__init__(records, indices, prep, tasks, seed)
         self.cache = Path(cache) / self.cache_key() if cache else None

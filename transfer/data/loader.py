@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from .sources import BadImage, Records
-from .transforms import takes_tensors
+from .transforms import InputSpec, takes_tensors
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -54,6 +54,11 @@ class TransformedDataset(Dataset):
             torch.default_generator.manual_seed(s)
             x = self.transform(image)  # torchvision's v2 transforms draw from torch's generator only
         return x, int(self.records.labels[index]), index
+
+
+def eval_dataset(records: Records, spec: InputSpec) -> TransformedDataset:
+    """`records` as a model with this input spec is evaluated on them (resize, centre crop, normalise)."""
+    return TransformedDataset(records, spec.eval_transform())
 
 
 @dataclass

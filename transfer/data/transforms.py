@@ -10,6 +10,7 @@ AutoAugment alone goes back to PIL: its affine and sharpness ops are 4-10x slowe
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,48 +19,85 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from ..models.zoo import IMAGENET_MEAN, IMAGENET_STD, PAPER_MEAN, PAPER_STD, InputSpec
 from ..recipe import AugmentSection
 
 _INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
            "nearest": InterpolationMode.NEAREST}
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The paper's preprocessing subtracts the ImageNet mean in 0-255 units and does not divide (section 4.1);
+# as (x / 255 - mean) / std that is this mean and std.
+PAPER_MEAN = (123.68 / 255, 116.78 / 255, 103.94 / 255)
+PAPER_STD = (1 / 255, 1 / 255, 1 / 255)
+
+
 @dataclass(frozen=True)
-class Preprocessing:
-    """Resolved sizes and normalisation for one run (recipe values, else the model's defaults)."""
+class InputSpec:
+    """How images are prepared for a model: the one description of it, from the zoo's defaults through a run's
+    recipe to every weights file's sidecar, and the transforms it implies.
 
-    train_resolution: int
-    eval_resolution: int
-    eval_resize: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str
-    eval_crop: str = "center"
+    >>> spec = InputSpec(eval_resolution=256, eval_resize=292)   # Big-Little's evaluation
+    >>> spec.eval_transform()(Image.new("RGB", (400, 300))).shape
+    torch.Size([3, 256, 256])
+    """
 
-    def input_spec(self) -> InputSpec:
-        return InputSpec(self.train_resolution, self.eval_resolution, self.eval_resize, self.eval_crop, self.mean,
-                         self.std, self.interpolation)
+    train_resolution: int = 224
+    eval_resolution: int = 224
+    eval_resize: int = 256  # shorter side before the centre crop
+    eval_crop: str = "center"  # "center": resize the shorter side, centre crop; "none": resize to a square
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
 
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
-def resolve(aug: AugmentSection, model_input: InputSpec, backbone_input: dict | None = None) -> Preprocessing:
-    """Sizes from the recipe, else the model's; normalisation as the recipe says, where "backbone" is the one
-    the backbone's sidecar records (torchvision's mean/std when there is no sidecar)."""
-    if aug.normalization == "backbone":
-        source = backbone_input or {}
-        mean, std = tuple(source.get("mean", IMAGENET_MEAN)), tuple(source.get("std", IMAGENET_STD))
-    else:
-        mean, std = (PAPER_MEAN, PAPER_STD) if aug.normalization == "mean_only" else (IMAGENET_MEAN, IMAGENET_STD)
-    train = aug.train_resolution or model_input.train_resolution
-    evaluation = aug.eval_resolution or model_input.eval_resolution
-    resize = aug.eval_resize or (model_input.eval_resize if evaluation == model_input.eval_resolution
-                                 else round(evaluation / 0.875))
-    return Preprocessing(train, evaluation, resize, mean, std, aug.interpolation, aug.eval_crop)
+    @classmethod
+    def from_dict(cls, d: dict) -> InputSpec:
+        """The inverse of to_dict (a sidecar's "input")."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
+    def resolve(self, aug: AugmentSection, backbone_input: dict | None = None) -> InputSpec:
+        """This (the model's) spec with a recipe's sizes, crop, resampling and normalisation, where "backbone"
+        normalisation is the one the backbone's sidecar records (torchvision's mean/std when there is none)."""
+        if aug.normalization == "backbone":
+            source = backbone_input or {}
+            mean, std = tuple(source.get("mean", IMAGENET_MEAN)), tuple(source.get("std", IMAGENET_STD))
+        else:
+            mean, std = (PAPER_MEAN, PAPER_STD) if aug.normalization == "mean_only" else (IMAGENET_MEAN, IMAGENET_STD)
+        evaluation = aug.eval_resolution or self.eval_resolution
+        resize = aug.eval_resize or (self.eval_resize if evaluation == self.eval_resolution
+                                     else round(evaluation / 0.875))
+        return InputSpec(aug.train_resolution or self.train_resolution, evaluation, resize, aug.eval_crop, mean, std,
+                         aug.interpolation)
 
-def from_spec(spec: InputSpec) -> Preprocessing:
-    return Preprocessing(spec.train_resolution, spec.eval_resolution, spec.eval_resize, tuple(spec.mean),
-                         tuple(spec.std), spec.interpolation, spec.eval_crop)
+    def train_transform(self, aug: AugmentSection) -> T.Compose:
+        """Random resized crop (the paper's area and aspect ranges), flip, optional AutoAugment, normalise."""
+        steps = [T.PILToTensor(), _train_crop(aug, self)]
+        if aug.hflip:
+            steps.append(T.RandomHorizontalFlip())
+        if aug.autoaugment != "none":
+            policy = T.AutoAugmentPolicy.IMAGENET if aug.autoaugment == "imagenet" else T.AutoAugmentPolicy.CIFAR10
+            steps += [TensorToPIL(), T.AutoAugment(policy), T.PILToTensor()]
+        return T.Compose([*steps, self.normalize()])
+
+    def eval_resize_op(self) -> T.Resize:
+        """The shorter side to eval_resize (a centre crop follows), or with eval_crop "none" the whole image to an
+        eval_resolution square."""
+        size = (self.eval_resolution,) * 2 if self.eval_crop == "none" else self.eval_resize
+        return T.Resize(size, interpolation=_INTERP[self.interpolation], antialias=True)
+
+    def eval_transform(self) -> T.Compose:
+        """Resize the shorter side, centre crop (224 from 256, or 256 from 292 for Big-Little), normalise; or, with
+        eval_crop "none" (the paper's retrieval evaluation), resize the whole image to a square."""
+        # With eval_crop "none" the centre crop keeps the whole resized square.
+        return T.Compose([T.PILToTensor(), self.eval_resize_op(), T.CenterCrop(self.eval_resolution),
+                          self.normalize()])
+
+    def normalize(self) -> Normalize:
+        return Normalize(self.mean, self.std)
 
 
 class Normalize:
@@ -92,7 +130,7 @@ class TensorToPIL:
         return "TensorToPIL()"
 
 
-def _train_crop(aug: AugmentSection, prep: Preprocessing):
+def _train_crop(aug: AugmentSection, prep: InputSpec):
     interp = _INTERP[prep.interpolation]
     r = prep.train_resolution
     if aug.train_crop == "random_resized":
@@ -104,32 +142,6 @@ def _train_crop(aug: AugmentSection, prep: Preprocessing):
                            T.Resize((r, r), interpolation=interp, antialias=True)])
 
 
-def train_transform(aug: AugmentSection, prep: Preprocessing) -> T.Compose:
-    """Random resized crop (the paper's area and aspect ranges), flip, optional AutoAugment, normalise."""
-    steps = [T.PILToTensor(), _train_crop(aug, prep)]
-    if aug.hflip:
-        steps.append(T.RandomHorizontalFlip())
-    if aug.autoaugment != "none":
-        policy = T.AutoAugmentPolicy.IMAGENET if aug.autoaugment == "imagenet" else T.AutoAugmentPolicy.CIFAR10
-        steps += [TensorToPIL(), T.AutoAugment(policy), T.PILToTensor()]
-    return T.Compose([*steps, Normalize(prep.mean, prep.std)])
-
-
 def takes_tensors(transform) -> bool:
     """Whether `transform` starts by converting a PIL image to a tensor, so that it is better given the tensor."""
     return isinstance(transform, T.Compose) and isinstance(transform.transforms[0], T.PILToTensor)
-
-
-def eval_resize(prep: Preprocessing) -> T.Resize:
-    """The shorter side to eval_resize (a centre crop follows), or with eval_crop "none" the whole image to an
-    eval_resolution square."""
-    size = (prep.eval_resolution,) * 2 if prep.eval_crop == "none" else prep.eval_resize
-    return T.Resize(size, interpolation=_INTERP[prep.interpolation], antialias=True)
-
-
-def eval_transform(prep: Preprocessing) -> T.Compose:
-    """Resize the shorter side, centre crop (224 from 256, or 256 from 292 for Big-Little), normalise; or, with
-    eval_crop "none" (the paper's retrieval evaluation), resize the whole image to a square."""
-    # With eval_crop "none" the centre crop keeps the whole resized square.
-    return T.Compose([T.PILToTensor(), eval_resize(prep), T.CenterCrop(prep.eval_resolution),
-                      Normalize(prep.mean, prep.std)])

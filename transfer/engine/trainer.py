@@ -21,13 +21,13 @@ from torch import nn
 from ..data.loader import EpochBatchSampler, eval_loader, make_loader, sample_seed
 from ..data.sources import DataError
 from ..errors import ConfigError, TransferError
-from ..eval.classify import autocast_for, evaluate
+from ..eval.classify import evaluate
 from ..files import fault_point
 from ..models.weights import save_weights
 from ..recipe import Recipe
 from ..runs import RunDir
+from ..runtime import Dist, all_reduce_sum, any_true, autocast_for
 from .checkpoint import load_checkpoint, save_checkpoint
-from .distributed import Dist, all_reduce_sum, any_true
 from .ema import WeightEma
 from .objective import Objective
 from .observe import Observer, read_metrics

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .throughput import DTYPES
-
-
-def autocast_for(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[precision])
+from ..runtime import Dist, all_reduce_sum
+from .inference import outputs
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: list[int]) -> dict[int, int]:
@@ -26,29 +19,19 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: list[int]) -> d
     return {k: int(hit[:, :min(k, kmax)].any(1).sum()) for k in ks}
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, *, precision: str = "fp32",
-             channels_last: bool = False, topk: list[int] = (1, 5), dist=None, keep_logits: bool = False) -> dict:
+             channels_last: bool = False, topk: list[int] = (1, 5), dist: Dist | None = None,
+             keep_logits: bool = False) -> dict:
     """{'top1': ..., 'top5': ..., 'loss': ..., 'count': n, 'bad_images': m}; with keep_logits also
     'logits' (n, K) float32 and 'indices' (n,) in dataset order."""
-    from ..engine.distributed import all_reduce_sum
-
-    was_training = model.training
-    model.eval()
     topk = list(topk)
     sums = torch.zeros(len(topk) + 3, dtype=torch.float64)  # correct@k..., loss sum, count, bad
     logits_all, idx_all = [], []
-    for batch in loader:
+    for batch, logits in outputs(model, loader, device, precision=precision, channels_last=channels_last):
         sums[-1] += len(batch.bad)
-        if len(batch) == 0:
+        if logits is None:
             continue
-        x = batch.images.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         y = batch.labels.to(device)
-        with autocast_for(device, precision):
-            logits = model(x)
-        logits = logits.float()
         sums[-3] += float(F.cross_entropy(logits, y, reduction="sum"))
         sums[-2] += len(y)
         for i, c in enumerate(topk_correct(logits, y, topk).values()):
@@ -58,7 +41,6 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, precision: str =
             idx_all.append(batch.indices)
     if dist is not None:
         sums = all_reduce_sum(sums.to(dist.device), dist).cpu()
-    model.train(was_training)
     count = int(sums[-2])
     out = {f"top{k}": float(sums[i] / max(count, 1)) for i, k in enumerate(topk)}
     out.update(loss=float(sums[-3] / max(count, 1)), count=count, bad_images=int(sums[-1]))

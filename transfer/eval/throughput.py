@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from ..runtime import DTYPES, resolve_device
 
 
 @dataclass(frozen=True)
@@ -35,22 +34,6 @@ class BenchmarkSettings:
             raise ConfigError(f"dtype {self.dtype!r} is not one of {list(DTYPES)}")
         if self.batch_size < 1 or self.resolution < 16 or self.repeats < 1 or self.warmup < 0:
             raise ConfigError("batch size >= 1, resolution >= 16, repeats >= 1 and warmup >= 0 are required")
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA on a machine without it is a clear error."""
-    try:
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
-    if dev.type == "cpu":
-        # Trained weights and activations drift into subnormal floats, which x86 CPUs process several times
-        # slower (a trained tiny model's forward: 129 ms -> 32 ms per batch when flushed); flushing them to
-        # zero moves results by less than 1e-38.
-        torch.set_flush_denormal(True)
-    return dev
 
 
 def _sync(device: torch.device) -> None:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.transforms import InputSpec
 from ..errors import ConfigError
 from .layers import (
     AvgPool,
@@ -401,6 +402,13 @@ class ResNet(nn.Module):
         super().__init__()
         cfg = dataclasses.replace(config, **overrides) if config else ResNetConfig(**overrides)
         self.config = cfg
+        # What the network is, beyond its layers: the zoo name and the options given to create_model (None and
+        # {} for a bare ResNet), the preprocessing it takes, and the sidecar of the weights it was loaded from.
+        # create_model and load_model (models/factory.py) fill them; a weights file's sidecar records them.
+        self.arch: str | None = None
+        self.overrides: dict = {}
+        self.input_spec: InputSpec = InputSpec()
+        self.weights_metadata: dict = {}
         bn = {"momentum": cfg.bn_momentum, "eps": cfg.bn_eps}
         stem_width = _channels(cfg.stem_width, cfg.width)
         self.stem = Stem(cfg.stem, cfg.in_chans, stem_width, bn,
@@ -490,9 +498,10 @@ class ResNet(nn.Module):
     def preprocess(self, images) -> torch.Tensor:
         """The evaluation preprocessing these weights record (resize, crop, normalisation): a PIL image or a
         uint8 (3, H, W) tensor -> (3, h, w); a list of them -> (N, 3, h, w). `model(model.preprocess(img)[None])`."""
-        from ..inputs import preprocess
-
-        return preprocess(self, images)
+        t = self.input_spec.eval_transform()
+        if isinstance(images, list | tuple):
+            return torch.stack([t(i) for i in images])
+        return t(images)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.pool_features(x))

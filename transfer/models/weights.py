@@ -42,14 +42,14 @@ def sidecar_path(path: str | Path) -> Path:
 
 def model_metadata(model: nn.Module, **extra) -> dict:
     """The sidecar's content for a model made by create_model."""
-    arch = getattr(model, "arch", None)
+    arch = getattr(model, "arch", None)  # a ResNet declares it; any other module has no zoo name
     if arch is None:
         raise WeightsError("this model was not made by create_model, so its weights cannot describe it; "
                            "build it with transfer.create_model(name, ...)")
     meta = {
         "format": SIDECAR_FORMAT,
         "architecture": arch,
-        "overrides": _jsonable(getattr(model, "overrides", {})),
+        "overrides": _jsonable(model.overrides),
         "num_classes": model.num_classes,
         "num_features": model.num_features,
         "params": sum(p.numel() for p in model.parameters()),
@@ -207,25 +207,6 @@ def load_weights(model: nn.Module, path: str | Path, *, restore_bn_stats: bool =
         raise WeightsError(f"{path} does not fit model {arch}: {'; '.join(parts)}; check the architecture "
                            f"the weights were saved from (their .json sidecar names it)")
     model.load_state_dict(state, strict=True)
-    return model
-
-
-def load_model(path: str | Path, **overrides) -> nn.Module:
-    """Rebuild a model from a weights file alone (its sidecar or header names the architecture)."""
-    from .zoo import create_model
-
-    meta = read_metadata(path)
-    if meta.get("format") != SIDECAR_FORMAT:
-        raise WeightsError(f"{sidecar_path(path)} is not a transfer weights sidecar (format "
-                           f"{meta.get('format')!r}, expected {SIDECAR_FORMAT!r})")
-    kwargs = {**meta.get("overrides", {}), "num_classes": meta["num_classes"], **overrides}
-    model = create_model(meta["architecture"], init_weights=False, **kwargs)
-    load_weights(model, path)
-    model.weights_metadata = meta
-    if "input" in meta:  # the preprocessing the weights were trained with, which may differ from the zoo's
-        from .zoo import InputSpec
-
-        model.input_spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["input"].items()})
     return model
 
 

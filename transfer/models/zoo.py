@@ -1,6 +1,6 @@
 """Named variants: the architecture column of the paper's Tables 2, 6 and 7, each a few settings of ResNet.
 
-`create_model(name, **overrides)` is the one way to make a model.
+`transfer.create_model(name, **overrides)` (models/factory.py) builds them.
 """
 
 from __future__ import annotations
@@ -8,37 +8,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
+from ..data.transforms import InputSpec
 from ..errors import ConfigError, UnknownNameError, suggest
-from . import hub
 from .resnet import ResNet, ResNetConfig
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# The paper's preprocessing subtracts the ImageNet mean in 0-255 units and does not divide (section 4.1);
-# as (x / 255 - mean) / std that is this mean and std.
-PAPER_MEAN = (123.68 / 255, 116.78 / 255, 103.94 / 255)
-PAPER_STD = (1 / 255, 1 / 255, 1 / 255)
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """How inputs must be prepared for a model (carried into every weights file's sidecar)."""
-
-    train_resolution: int = 224
-    eval_resolution: int = 224
-    eval_resize: int = 256  # shorter side before the centre crop
-    eval_crop: str = "center"  # "center": resize the shorter side, centre crop; "none": resize to a square
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
 
 # The paper evaluates Big-Little models at 256 px (292 -> 256) while training them at 224 (row E9).
 BIG_LITTLE_INPUT = InputSpec(eval_resolution=256, eval_resize=292)
@@ -125,36 +100,6 @@ def resolve_config(name: str, **overrides) -> ResNetConfig:
     return ResNetConfig(**{**spec.config, **overrides})
 
 
-def create_model(name: str, *, weights: str | Path | None = None, pretrained: bool = False,
-                 restore_bn_stats: bool = True, init_weights: bool | None = None, **overrides) -> ResNet:
-    """Build a named model, with any ResNetConfig field overridden; optionally load weights.
-
-    `weights`: a weights file, or torchvision's name of its weights for this model ("IMAGENET1K_V2",
-    "DEFAULT"); `pretrained=True`: the default published weights (torchvision's, else timm's). Named weights
-    are read from the torch hub / HuggingFace cache (models/hub.py), with the preprocessing they were made
-    for. The official initialisation is skipped when weights are given (they supply every conv and BN; a new
-    classifier or embedding layer is initialised as usual), or when `init_weights=False`.
-
-    >>> m = create_model("assemble_resnet_tiny", num_classes=10)
-    >>> m(torch.zeros(2, 3, 64, 64)).shape
-    torch.Size([2, 10])
-    """
-    spec = get_spec(name).input
-    if pretrained or hub.is_tag(weights):
-        weights, prep = hub.published(name, weights if hub.is_tag(weights) else None)
-        spec = dataclasses.replace(spec, **prep)
-    init = weights is None if init_weights is None else init_weights
-    model = ResNet(resolve_config(name, **overrides), init_weights=init)
-    model.arch = name
-    model.overrides = dict(overrides)
-    model.input_spec = spec
-    if weights is not None:
-        from .weights import load_weights
-
-        load_weights(model, weights, restore_bn_stats=restore_bn_stats)
-    return model
-
-
 def smallest_input(config: ResNetConfig, resolutions: dict[str, int]) -> str | None:
     """What is wrong with running `config` at these input sizes ({"augment.train_resolution": 16, ...}), or None.
 
@@ -230,16 +175,3 @@ def describe(name: str) -> dict:
         "paper": spec.paper,
         "description": spec.description,
     }
-
-
-def build_for_benchmark(name: str) -> torch.nn.Module:
-    """A zoo model, or `torchvision:NAME` for torchvision's own model as a reference point."""
-    if name.startswith("torchvision:"):
-        import torchvision
-
-        tv_name = name.split(":", 1)[1]
-        builders = [n for n in torchvision.models.list_models(module=torchvision.models)]
-        if tv_name not in builders:
-            raise UnknownNameError(f"unknown torchvision model {tv_name!r}{suggest(tv_name, builders)}")
-        return torchvision.models.get_model(tv_name, weights=None)
-    return create_model(name)

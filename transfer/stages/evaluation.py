@@ -6,16 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.loader import TransformedDataset, eval_loader
+from ..data.loader import eval_dataset, eval_loader
 from ..data.sources import open_split
-from ..data.transforms import eval_transform, from_spec
 from ..errors import ConfigError
 from ..eval.classify import evaluate
-from ..eval.throughput import resolve_device
+from ..eval.inference import outputs
 from ..files import atomic_write_bytes, atomic_write_csv, check_output_file
-from ..models.weights import load_model
+from ..models import load_model
 from ..recipe import DataSection, Recipe, load_recipe
 from ..runs import resolve_weights, run_holding
+from ..runtime import resolve_device
 
 
 def data_section(data_path: str | None, run_recipe: Recipe | None) -> DataSection:
@@ -71,7 +71,7 @@ def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, sp
     weights, model, records, split = open_for_evaluation(weights_or_run, data_path, split)
     dev = resolve_device(device)
     model.to(dev)
-    dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
+    dataset = eval_dataset(records, model.input_spec)
     result = evaluate(model, eval_loader(dataset, batch_size, workers), dev, keep_logits=save_logits is not None)
     result = {"weights": str(weights), "split": split, **result}
     if save_logits:
@@ -128,7 +128,6 @@ def predict_images(weights_or_run: str, images: tuple[str, ...], *, out_file: st
                    batch_size: int = 64, device: str = "auto") -> int:
     """Write `out_file`: path, predicted class, probability (and top-k columns), status (ok, or why an image
     was unreadable); returns the image count."""
-    import torch
 
     from ..data.sources import FileRecords
 
@@ -140,24 +139,22 @@ def predict_images(weights_or_run: str, images: tuple[str, ...], *, out_file: st
     classes = model.weights_metadata.get("class_names") or [str(i) for i in range(model.num_classes)]
     paths = image_paths(images)
     records = FileRecords(np.zeros(len(paths), dtype=np.int64), paths, classes)
-    dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
+    dataset = eval_dataset(records, model.input_spec)
     dev = resolve_device(device)
-    model.to(dev).eval()
+    model.to(dev)
     k = max(1, min(topk, len(classes)))
     rows: dict[int, list] = {}
-    with torch.no_grad():
-        for batch in eval_loader(dataset, batch_size, 0):
-            for bad in batch.bad:  # the same columns, empty, and the reason in `status`
-                rows[bad.index] = [bad.ident] + [""] * (2 * k) + [f"unreadable: {bad.reason}"]
-            if not len(batch):
-                continue
-            probs = model(batch.images.to(dev)).float().softmax(1).cpu()
-            top = probs.topk(k, dim=1)
-            for i, vals, idx in zip(batch.indices.tolist(), top.values.tolist(), top.indices.tolist(), strict=True):
-                row = [paths[i], classes[idx[0]], f"{vals[0]:.6f}"]
-                for j in range(1, k):
-                    row += [classes[idx[j]], f"{vals[j]:.6f}"]
-                rows[i] = [*row, "ok"]
+    for batch, logits in outputs(model, eval_loader(dataset, batch_size, 0), dev):
+        for bad in batch.bad:  # the same columns, empty, and the reason in `status`
+            rows[bad.index] = [bad.ident] + [""] * (2 * k) + [f"unreadable: {bad.reason}"]
+        if logits is None:
+            continue
+        top = logits.softmax(1).cpu().topk(k, dim=1)
+        for i, vals, idx in zip(batch.indices.tolist(), top.values.tolist(), top.indices.tolist(), strict=True):
+            row = [paths[i], classes[idx[0]], f"{vals[0]:.6f}"]
+            for j in range(1, k):
+                row += [classes[idx[j]], f"{vals[j]:.6f}"]
+            rows[i] = [*row, "ok"]
     header = [*PREDICTIONS_HEADER]
     for j in range(2, k + 1):
         header += [f"prediction_{j}", f"probability_{j}"]

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.loader import TransformedDataset, eval_loader
+from ..data.loader import eval_dataset, eval_loader
 from ..data.sources import Records
-from ..data.transforms import eval_transform, from_spec
 from ..recipe import DataSection
 
 
@@ -40,13 +39,14 @@ def digit_pixels(records: Records, data: DataSection, split: str) -> np.ndarray:
 def frozen_features(weights: Path, records: Records, *, device: str = "auto", workers: int = 0,
                     batch_size: int = 256) -> np.ndarray:
     """(N, D) pooled features of the model in `weights`, on its own evaluation preprocessing."""
-    from ..eval.throughput import resolve_device
-    from ..models.weights import load_model
-    from .retrieval import embed, embedding_model
+    from ..eval.inference import embed
+    from ..models import load_model
+    from ..runtime import resolve_device
+    from .retrieval import embedding_model
 
     dev = resolve_device(device)
     model = embedding_model(load_model(weights), str(weights)).to(dev)
-    dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
+    dataset = eval_dataset(records, model.input_spec)
     features, readable = embed(model, eval_loader(dataset, batch_size, workers), len(records), dev)
     assert readable.all(), "an embedded-source image could not be read"
     return features

@@ -11,7 +11,7 @@ import torch
 from ..data.loader import eval_loader
 from ..eval.classify import confusion_matrix, evaluate, most_confused, per_class_accuracy
 from ..files import atomic_savefig, atomic_write_bytes, atomic_write_csv, building_dir
-from ..models.weights import load_model
+from ..models import load_model
 from ..recipe import Recipe
 from ..runs import RunDir, resolve_weights
 

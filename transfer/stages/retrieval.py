@@ -17,18 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..data.loader import TransformedDataset, eval_loader
+from ..data.loader import eval_dataset, eval_loader
 from ..data.sources import DataError, FileRecords, Records, open_split
-from ..data.transforms import eval_transform, from_spec
 from ..errors import ConfigError, TransferError
 from ..eval import index as knn
-from ..eval.classify import autocast_for
+from ..eval.inference import embed
 from ..eval.retrieval import DEFINITION, Metric, neighbours_needed, parse_metrics, relevant_counts, retrieval_metrics
 from ..files import atomic_savefig, atomic_write_bytes, building_dir, check_output_dir, make_dir
 from ..recipe import Recipe, RetrievalSection
+from ..runtime import resolve_device
 
 log = logging.getLogger("transfer")
 
@@ -72,34 +71,6 @@ def embedding_model(model: nn.Module, where: str) -> nn.Module:
         raise RetrievalError(f"{where} is not an embedding model (no pool_features); use a transfer ResNet run "
                              f"or weights file")
     return model
-
-
-@torch.no_grad()
-def embed(model: nn.Module, loader, n: int, device: torch.device, *, precision: str = "fp32",
-          channels_last: bool = False, dist=None) -> tuple[np.ndarray, np.ndarray]:
-    """L2-normalised pooled features (after the embedding layer) of all n items, and which items could be
-    read. Each process embeds its shard; the rows are summed across processes (the others are zero)."""
-    from ..engine.distributed import all_reduce_sum
-
-    was_training = model.training
-    model.eval()
-    emb = torch.zeros(n, model.num_features, device=device)
-    ok = torch.zeros(n, device=device)
-    for batch in loader:
-        if not len(batch):
-            continue
-        x = batch.images.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device, precision):
-            f = model.pool_features(x)
-        idx = batch.indices.to(device)
-        emb[idx] = F.normalize(f.float(), dim=1)
-        ok[idx] = 1.0
-    if dist is not None:
-        emb, ok = all_reduce_sum(emb, dist), all_reduce_sum(ok, dist)
-    model.train(was_training)
-    return emb.cpu().numpy(), ok.cpu().numpy() > 0
 
 
 @dataclass
@@ -255,7 +226,7 @@ def score_and_save(model: nn.Module, records: Records, dataset, metrics: list[Me
 def retrieval_report(run, records: Records, dataset, recipe: Recipe, device: torch.device) -> dict:
     """After training: evaluate the best (or, as eval.report_weights says, final) weights on the test split and
     write RUN/retrieval/."""
-    from ..models.weights import load_model
+    from ..models import load_model
     from ..runs import resolve_weights
 
     model = load_model(resolve_weights(run.path, recipe.eval.report_weights)).to(device)
@@ -318,8 +289,7 @@ def evaluate_run(run_arg: str | None, metrics: str | None, *, data_path: str | N
                  split: str | None = None, backend: str = "auto", index: str = "flat", batch_size: int = 64,
                  device: str = "auto", workers: int = 2, out: str | None = None) -> dict:
     """Embed a run's (or weights file's) test split, search, score; write metrics, embeddings, index, grid."""
-    from ..eval.throughput import resolve_device
-    from ..models.weights import load_model
+    from ..models import load_model
     from ..runs import resolve_weights
     from .evaluation import data_section
 
@@ -338,7 +308,7 @@ def evaluate_run(run_arg: str | None, metrics: str | None, *, data_path: str | N
     chosen = parse_metrics(metrics or (recipe.retrieval.metrics if recipe else RetrievalSection().metrics))
     dev = resolve_device(device)
     model.to(dev)
-    dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
+    dataset = eval_dataset(records, model.input_spec)
     ev, files = score_and_save(model, records, dataset, chosen, target, device=dev,
                                precision="bf16" if dev.type == "cuda" else "fp32",  # AMP on GPU
                                backend=backend, index=index, batch_size=batch_size, workers=workers)
@@ -349,8 +319,7 @@ def evaluate_run(run_arg: str | None, metrics: str | None, *, data_path: str | N
 def search_images(run_arg: str | None, images: tuple[str, ...], *, topk: int = 5, backend: str = "auto",
                   batch_size: int = 64, device: str = "auto") -> list[dict]:
     """Embed query images with the run's model; search the gallery saved by its evaluation."""
-    from ..eval.throughput import resolve_device
-    from ..models.weights import load_model
+    from ..models import load_model
     from ..runs import resolve_weights
     from .evaluation import image_paths
 
@@ -370,7 +339,7 @@ def search_images(run_arg: str | None, images: tuple[str, ...], *, topk: int = 5
     dev = resolve_device(device)
     model.to(dev)
     records = FileRecords(np.zeros(len(paths), np.int64), paths, ["?"])
-    dataset = TransformedDataset(records, eval_transform(from_spec(model.input_spec)))
+    dataset = eval_dataset(records, model.input_spec)
     emb, readable = embed(model, eval_loader(dataset, batch_size, 0), len(paths), dev)
     if not readable.all():
         bad = paths[int(np.flatnonzero(~readable)[0])]

@@ -14,8 +14,8 @@ import torch
 
 from ..data.corrupted import CorruptedImages, PerturbedSequences
 from ..data.loader import eval_loader
-from ..data.transforms import from_spec
 from ..errors import ConfigError
+from ..eval.inference import outputs
 from ..eval.perturbations import FRAMES, NOISE, PERTURBATIONS
 from ..eval.robustness import (
     ALEXNET_ERRORS,
@@ -27,9 +27,10 @@ from ..eval.robustness import (
     select_corruptions,
     select_severities,
 )
-from ..eval.throughput import BenchmarkSettings, measure_throughput, resolve_device
+from ..eval.throughput import BenchmarkSettings, measure_throughput
 from ..files import atomic_savefig, atomic_write_bytes, check_output_dir
 from ..runs import RunDir
+from ..runtime import resolve_device
 from .evaluation import open_for_evaluation
 
 
@@ -45,15 +46,11 @@ def spread_indices(n: int, limit: int | None) -> np.ndarray:
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, device: torch.device, n: int, frames: int = 0) -> np.ndarray:
     """Top-1 class of every item (of every frame when frames > 0), in item order; -1 for unreadable images."""
-    model.eval()
     out = np.full((n, frames) if frames else n, -1, dtype=np.int64)
-    for batch in loader:
-        if not len(batch):
-            continue
-        x = batch.images.to(device)
-        flat = x.flatten(0, 1) if frames else x  # sequences: (B, F, 3, H, W) -> (B*F, 3, H, W)
-        pred = model(flat).argmax(1).cpu().numpy()
-        out[batch.indices.numpy()] = pred.reshape(len(batch), frames) if frames else pred
+    for batch, logits in outputs(model, loader, device):
+        if logits is not None:  # sequences came through as (B*F) images
+            pred = logits.argmax(1).cpu().numpy()
+            out[batch.indices.numpy()] = pred.reshape(len(batch), frames) if frames else pred
     return out
 
 
@@ -95,7 +92,7 @@ def evaluate_robustness(weights_or_run: str, *, data_path: str | None = None, sp
     weights, model, records, split = open_for_evaluation(weights_or_run, data_path, split)
     folder = check_output_dir(output_dir(weights_or_run, weights, out), {"robustness.json", "corruption_errors.png"},
                               "robustness output folder (robustness.json, corruption_errors.png)")
-    prep = from_spec(model.input_spec)
+    prep = model.input_spec
     indices = spread_indices(len(records), limit)
     labels = np.asarray(records.labels)[indices]
     dev = resolve_device(device)

@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.loader import TransformedDataset
+from .. import runtime
+from ..data.loader import TransformedDataset, eval_dataset
 from ..data.sources import DataError, Records, labelled_subset, open_split
-from ..data.transforms import Preprocessing, eval_transform, resolve, train_transform
-from ..engine import distributed
+from ..data.transforms import InputSpec
 from ..engine.objective import Objective
 from ..engine.signals import Stopped, StopSignals
 from ..engine.trainer import Trainer
 from ..errors import ConfigError, TransferError, WeightsError
 from ..files import atomic_write_csv
-from ..models import create_model
-from ..models.weights import load_model, load_weights, read_metadata
+from ..models import create_model, load_model
+from ..models.weights import load_weights, read_metadata
 from ..models.zoo import smallest_input
 from ..recipe import Recipe
 from ..runs import RunDir, latest_run, new_run_dir, resolve_weights
@@ -186,7 +186,7 @@ def _run_training(recipe: Recipe, recipe_name: str, out: str | None, resume: boo
     is_retrieval = recipe.stage == "retrieval"
     if is_retrieval:
         rt.check_recipe(recipe)
-    d = distributed.setup(recipe.runtime.device)
+    d = runtime.setup(recipe.runtime.device)
     try:
         if resume:  # a finished run: say so before opening any data (every process reads the same run.json)
             done = RunDir(Path(out)) if out else None
@@ -227,14 +227,14 @@ def _run_training(recipe: Recipe, recipe_name: str, out: str | None, resume: boo
             extra["backbone"] = str(backbone)
             if m.backbone_lr_scale != 1.0:
                 lr_scale = {"stem.": m.backbone_lr_scale, "stages.": m.backbone_lr_scale}
-        prep: Preprocessing = resolve(recipe.augment, model.input_spec, backbone_meta.get("input"))
+        prep: InputSpec = model.input_spec.resolve(recipe.augment, backbone_meta.get("input"))
         problem = smallest_input(model.config, {"augment.train_resolution": prep.train_resolution,
                                                 "augment.eval_resolution": prep.eval_resolution})
         if problem:
             raise ConfigError(f"model {m.name}: {problem}")
         model.input_spec = prep.input_spec()
-        train_set = TransformedDataset(data.train, train_transform(recipe.augment, prep), recipe.runtime.seed)
-        val_set = TransformedDataset(data.val, eval_transform(prep)) if data.val is not None else None
+        train_set = TransformedDataset(data.train, prep.train_transform(recipe.augment), recipe.runtime.seed)
+        val_set = eval_dataset(data.val, prep) if data.val is not None else None
         objective = build_objective(recipe, len(data.classes), len(data.train))
         validate, select = None, "top1"
         if is_retrieval:
@@ -257,7 +257,7 @@ def _run_training(recipe: Recipe, recipe_name: str, out: str | None, resume: boo
             summary = _write_reports(run, recipe, data, val_set, d, signals, summary, report, is_retrieval)
         return summary
     finally:
-        distributed.teardown(d)
+        runtime.teardown(d)
 
 
 def _write_reports(run: RunDir, recipe: Recipe, data: StageData, val_set, d, signals: StopSignals, summary: dict,
