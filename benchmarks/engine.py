@@ -35,6 +35,7 @@ from transfer.eval.throughput import describe_machine
 from transfer.recipe import AugmentSection, DataSection, Recipe
 from transfer.runs import RunDir
 from transfer.runtime import Dist
+from transfer.stages.train import trainer_settings
 
 
 class TensorSet(Dataset):
@@ -78,7 +79,8 @@ def engine_loop(model, x, y, batch, steps, channels_last, out: Path) -> list[flo
     data = TensorSet(x[: batch * steps], y[: batch * steps])
     run = RunDir(out)
     out.mkdir(parents=True, exist_ok=True)
-    Trainer(model, Objective(int(y.max()) + 1), data, None, recipe, run, Dist()).fit()
+    settings = trainer_settings(recipe)
+    Trainer(model, Objective(int(y.max()) + 1), data, None, settings, run, Dist(), validate=None, select="top1").fit()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [batch / r["images_per_second"] for r in rows if r["kind"] == "train"]
 

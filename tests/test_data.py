@@ -249,6 +249,23 @@ class TestTransforms:
         ds[(0, 0)]
         assert torch.equal(state, torch.get_rng_state())  # the caller's RNG is untouched
 
+    def test_augmentation_seeds_are_their_own_domain_not_a_training_steps(self):
+        from transfer.runtime import derive_seed
+
+        class Draw:  # a transform that records the first number it draws
+            def __call__(self, image):
+                return torch.rand(())
+
+        rec = open_split(DataSection(embedded=EmbeddedSection(2, 2, 1, 32)), "train")
+        ds = TransformedDataset(rec, Draw(), seed=3)
+        expected = torch.rand((), generator=torch.Generator().manual_seed(derive_seed(3, "augment", 5, 0)))
+        assert ds[(0, 5)][0] == expected
+        # step s on rank 0 and image 0 of epoch s once drew from one seed; the domains keep every kind apart
+        grid = [(d, a, b) for d in ("augment", "order", "step") for a in range(20) for b in range(3)]
+        seeds = {derive_seed(3, d, a, b) for d, a, b in grid}
+        assert len(seeds) == len(grid)
+        assert derive_seed(3, "step", 5, 0) != derive_seed(3, "augment", 5, 0)
+
 
 class TestSampling:
     def test_epoch_permutation_and_resume_offset(self):
@@ -341,16 +358,16 @@ def test_glyphs_are_formed_as_the_digits_are():
 
 def test_a_label_budget_trains_on_n_digits_per_class_and_validates_on_all():
     from transfer.recipe import DataSection, EmbeddedSection, Recipe
-    from transfer.stages.train import open_data
+    from transfer.stages.tasks import Classification
 
     recipe = Recipe()
     recipe.data = DataSection(source="digits", val_fraction=0.3, labels_per_class=5,
                               embedded=EmbeddedSection(resolution=16))
-    data = open_data(recipe)
+    data = Classification(recipe).open_data()
     assert np.bincount(data.train.labels).tolist() == [5] * 10
     assert len(data.val) == 540  # the held-out 30% of 1,797, untouched by the budget
-    full = open_data(Recipe(data=DataSection(source="digits", val_fraction=0.3,
-                                             embedded=EmbeddedSection(resolution=16))))
+    full = Classification(Recipe(data=DataSection(source="digits", val_fraction=0.3,
+                                                  embedded=EmbeddedSection(resolution=16)))).open_data()
     kept = {i: y for i, y in zip(full.train.ids, full.train.labels, strict=True)}
     # a part of the train split, each image with its own label
     assert all(kept[i] == y for i, y in zip(data.train.ids, data.train.labels, strict=True))

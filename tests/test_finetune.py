@@ -234,7 +234,7 @@ def test_pretraining_on_the_invented_alphabet_transfers_to_real_digits(tmp_path)
 
 def test_empty_class_is_one_line(tmp_path):
     from transfer.recipe import Recipe
-    from transfer.stages.train import open_data
+    from transfer.stages.tasks import Classification
 
     make_images(tmp_path / "d" / "train", {"a": (200, 0, 0)}, 3)
     (tmp_path / "d" / "train" / "empty").mkdir()
@@ -242,4 +242,4 @@ def test_empty_class_is_one_line(tmp_path):
     recipe = Recipe()
     recipe.data = DataSection(source="folder", path=str(tmp_path / "d"))
     with pytest.raises(DataError, match="classes without training images: empty; remove them or add images"):
-        open_data(recipe)
+        Classification(recipe).open_data()

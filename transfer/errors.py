@@ -22,6 +22,10 @@ class ConfigError(TransferError):
     """A bad value in a recipe, an override or a command-line option."""
 
 
+class RetrievalError(TransferError):
+    """A retrieval input that cannot be used (no embedding model, empty gallery, malformed embeddings)."""
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """' (did you mean: a, b?)' for the closest choices, or '' when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)

@@ -153,6 +153,17 @@ def atomic_write_csv(path: Path, header: list[str], rows: Iterable[Iterable]) ->
     return atomic_write_text(path, buf.getvalue())
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display is needed or opened), imported on first use
+    so that commands that draw nothing do not pay for it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def atomic_savefig(fig, path: Path, **kwargs) -> Path:
     """A matplotlib figure as PNG, published whole."""
     buf = io.BytesIO()

@@ -9,14 +9,31 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zlib
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from .errors import ConfigError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def derive_seed(seed: int, domain: str, *keys: int) -> int:
+    """A 32-bit seed for one draw of a run seeded by `seed`: the data order of an epoch ("order", epoch), one
+    image's augmentation ("augment", epoch, index), one optimizer step ("step", step, rank).
+
+    The domain is part of the key, so no two kinds of draw share a seed (without it, step s on rank 0 drew
+    from the same seed as image 0's augmentation in epoch s).
+
+    >>> derive_seed(0, "step", 3, 0) == derive_seed(0, "step", 3, 0)   # a function of its keys alone
+    True
+    >>> derive_seed(0, "step", 3, 0) == derive_seed(0, "augment", 3, 0)
+    False
+    """
+    return int(np.random.SeedSequence([seed, zlib.crc32(domain.encode()), *keys]).generate_state(1)[0])
 
 
 def resolve_device(device: str) -> torch.device:

@@ -1,8 +1,8 @@
 """From records to batches: reproducible sampling and augmentation, bad images counted and skipped.
 
 Reproducibility does not depend on the number of workers or on where a run was resumed: the batch sampler
-hands out (index, epoch) pairs from a permutation seeded by (seed, epoch), and each sample's augmentation
-runs under an RNG seeded by (seed, epoch, index).
+hands out (index, epoch) pairs from a permutation seeded by (seed, "order", epoch), and each sample's
+augmentation runs under an RNG seeded by (seed, "augment", epoch, index) (runtime.derive_seed).
 """
 
 from __future__ import annotations
@@ -10,16 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from .sources import BadImage, Records
+from ..runtime import derive_seed
+from .sources import BadImage, DataError, Records
 from .transforms import InputSpec, takes_tensors
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ class TransformedDataset(Dataset):
             image = self.load(index)
         except BadImage as e:
             return BadSample(index, self.records.ids[index], str(e))
-        s = sample_seed(self.seed, epoch, index)
+        s = derive_seed(self.seed, "augment", epoch, index)
         with torch.random.fork_rng(devices=[]):
             # The CPU generator only: torch.manual_seed would also queue a CUDA seeding, which records a
             # stack trace per call on CUDA builds and cost a quarter of the pipeline's throughput.
@@ -113,7 +109,7 @@ class EpochBatchSampler(Sampler):
         return self.steps_per_epoch * self.accumulation - self.start
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 2**31 - 1))
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
         order = torch.randperm(self.n * self.repeats, generator=g).tolist()
         per_step = self.micro * self.world * self.accumulation
         for mb in range(self.start, self.steps_per_epoch * self.accumulation):
@@ -138,13 +134,37 @@ class ShardSampler(Sampler):
             yield self.indices[b * self.batch_size:(b + 1) * self.batch_size]
 
 
+class FailOnBadImage:
+    """A loader that stops at the first unreadable image (data.on_bad_image: fail) with one line naming it.
+
+    The check runs in the main process: an error raised inside a worker would reach the user wrapped in the
+    worker's traceback."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            if batch.bad:
+                b = batch.bad[0]
+                raise DataError(f"unreadable image {b.ident}: {b.reason} (data.on_bad_image=fail; set it to skip "
+                                f"to leave such images out)")
+            yield batch
+
+
 def make_loader(dataset: Dataset, sampler: Sampler, workers: int, *, pin_memory: bool = False,
-                persistent: bool = False) -> DataLoader:
+                persistent: bool = False, on_bad_image: str = "skip") -> DataLoader | FailOnBadImage:
     """`persistent` keeps the worker processes between epochs (a loader iterated once per epoch): forking
-    them anew cost a second or two per epoch. Safe here because the samplers' keys carry the epoch."""
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                      pin_memory=pin_memory, persistent_workers=persistent and workers > 0,
-                      prefetch_factor=4 if workers else None)
+    them anew cost a second or two per epoch. Safe here because the samplers' keys carry the epoch.
+    `on_bad_image`: "skip" leaves unreadable images out of their batch (each batch lists them in `bad`),
+    "fail" stops there."""
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                        pin_memory=pin_memory, persistent_workers=persistent and workers > 0,
+                        prefetch_factor=4 if workers else None)
+    return FailOnBadImage(loader) if on_bad_image == "fail" else loader
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, *, rank: int = 0, world: int = 1,

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..files import append_line, atomic_savefig, atomic_write_text
+from ..files import append_line, atomic_savefig, atomic_write_text, pyplot
 
 log = logging.getLogger("transfer")
 
@@ -164,10 +164,7 @@ _SCORES = ("top", "recall@", "precision@", "map@")  # validation metrics drawn o
 
 def write_plots(metrics_file: Path, out: Path) -> list[Path]:
     """loss.png, lr.png and accuracy.png from metrics.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = read_metrics(metrics_file)
     train = [r for r in rows if r["kind"] == "train"]

@@ -1,9 +1,11 @@
 """The training loop: mixed precision, channels_last, torch.compile, gradient accumulation, DDP, checkpoints.
 
-It knows nothing of any dataset: it takes datasets of (image tensor, label, index), an Objective and a recipe.
-Reproducibility: before every optimizer step the RNG is seeded from (seed, step, rank), and the data order
-and augmentation are pure functions of (seed, epoch, index) (data/loader.py); so a run resumed from any
-checkpoint continues exactly as the uninterrupted run would have.
+It knows nothing of any dataset or task: it takes datasets of (image tensor, label, index), an Objective, a
+validation function with the metric that picks the best weights, and the settings it needs (TrainerSettings,
+the recipe's optimisation, schedule, regularisation, runtime and output sections).
+Reproducibility: before every optimizer step the RNG is seeded from (seed, "step", step, rank), and the data
+order and augmentation are pure functions of (seed, epoch, index) (data/loader.py, runtime.derive_seed); so a
+run resumed from any checkpoint continues exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -18,15 +20,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.loader import EpochBatchSampler, eval_loader, make_loader, sample_seed
+from ..data.loader import EpochBatchSampler, eval_loader, make_loader
 from ..data.sources import DataError
 from ..errors import ConfigError, TransferError
-from ..eval.classify import evaluate
 from ..files import fault_point
 from ..models.weights import save_weights
-from ..recipe import Recipe
+from ..recipe import OptimSection, OutputSection, RegularizationSection, RuntimeSection, ScheduleSection
 from ..runs import RunDir
-from ..runtime import Dist, all_reduce_sum, any_true, autocast_for
+from ..runtime import Dist, all_reduce_sum, any_true, autocast_for, derive_seed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import WeightEma
 from .objective import Objective
@@ -44,12 +45,23 @@ def seed_step(seed: int, device: torch.device) -> None:
         torch.cuda.manual_seed(seed)
 
 
-Validate = Callable[..., dict]
+# validation: (model, loader, device, dist) -> metrics, each process evaluating its shard of the loader
+Validate = Callable[[nn.Module, object, torch.device, Dist], dict]
 
 
-def classification_validation(model: nn.Module, loader, device: torch.device, recipe: Recipe, dist: Dist) -> dict:
-    return evaluate(model, loader, device, precision=recipe.runtime.precision,
-                    channels_last=recipe.runtime.channels_last, topk=recipe.eval.measured_topk, dist=dist)
+@dataclass(frozen=True)
+class TrainerSettings:
+    """What the trainer reads of a recipe: nothing of its data, model, augmentation or task."""
+
+    optim: OptimSection
+    schedule: ScheduleSection
+    regularization: RegularizationSection
+    runtime: RuntimeSection
+    output: OutputSection
+    eval_every_epochs: int = 1
+    on_bad_image: str = "skip"  # the loader's policy (data.on_bad_image): skip and count, or fail
+    recipe_hash: str = ""  # kept in checkpoints and weights sidecars
+    stage: str = "pretrain"
 
 
 class NonFiniteLoss(TransferError):
@@ -74,28 +86,26 @@ class TrainState:
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, objective: Objective, train_set, val_set, recipe: Recipe,
-                 run: RunDir, dist: Dist, *, weights_metadata: dict | None = None,
+    def __init__(self, model: nn.Module, objective: Objective, train_set, val_set, settings: TrainerSettings,
+                 run: RunDir, dist: Dist, *, validate: Validate, select: str, weights_metadata: dict | None = None,
                  lr_scale: dict[str, float] | None = None, bn_momentum: float | None = None,
-                 validate: Validate | None = None, select: str = "top1", signals: StopSignals | None = None):
+                 signals: StopSignals | None = None):
         self.model = model  # the plain module: its state is what gets saved
         self.objective = objective
         self.train_set, self.val_set = train_set, val_set
-        self.recipe, self.run, self.dist = recipe, run, dist
+        self.settings, self.run, self.dist = settings, run, dist
         self.weights_metadata = weights_metadata or {}
         self.lr_scale = lr_scale
         self.bn_momentum = bn_momentum
-        # validation: a function of (model, loader, device, recipe, dist) -> metrics; `select` names the
-        # metric (higher is better) that picks the best weights
-        self.validate = validate or classification_validation
-        self.select = select
+        self.validate = validate
+        self.select = select  # the metric of `validate` (higher is better) that picks the best weights
         self.state = TrainState()
         self.signals = signals or StopSignals()
         self.ema: WeightEma | None = None
 
     # ------------------------------------------------------------------------------------------ setup
     def _micro_batch(self) -> int:
-        o = self.recipe.optim
+        o = self.settings.optim
         per = self.dist.world * o.accumulation
         if o.batch_size % per:
             raise ConfigError(f"optim.batch_size={o.batch_size} must be divisible by processes x accumulation "
@@ -103,7 +113,7 @@ class Trainer:
         return o.batch_size // per
 
     def _prepare_model(self) -> nn.Module:
-        rt = self.recipe.runtime
+        rt = self.settings.runtime
         dev = self.dist.device
         self.model.to(dev)
         if rt.channels_last:
@@ -133,13 +143,13 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
             "train": dataclasses.asdict(self.state),
-            "recipe_hash": self.recipe.hash(),
+            "recipe_hash": self.settings.recipe_hash,
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         })
 
     def _resume(self, optimizer, scaler) -> None:
         ckpt = load_checkpoint(self.run.checkpoint)
-        if ckpt.get("recipe_hash") != self.recipe.hash():
+        if ckpt.get("recipe_hash") != self.settings.recipe_hash:
             log.warning("resuming %s with a recipe that differs from the one it started with", self.run.path)
         self.model.load_state_dict(ckpt["model"])
         if self.ema is not None:
@@ -164,8 +174,8 @@ class Trainer:
     def _save_weights(self, which: str, metrics: dict, model: nn.Module | None = None) -> Path | None:
         if not self.dist.is_main:
             return None
-        return save_weights(model or self.model, self.run.weights(which), recipe_hash=self.recipe.hash(),
-                            stage=self.recipe.stage, epoch=self.state.epoch, step=self.state.step,
+        return save_weights(model or self.model, self.run.weights(which), recipe_hash=self.settings.recipe_hash,
+                            stage=self.settings.stage, epoch=self.state.epoch, step=self.state.step,
                             metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
                             **self.weights_metadata)
 
@@ -176,64 +186,75 @@ class Trainer:
         Returns the summary; its status is "finished" (final weights written; run.json says "reporting": the
         stage writes plots and report next) or "preempted" (a checkpoint to resume from is written).
         """
-        r, d = self.recipe, self.dist
+        r, d = self.settings, self.dist
         micro = self._micro_batch()
-        accum = r.optim.accumulation
         sampler = EpochBatchSampler(len(self.train_set), micro, seed=r.runtime.seed, rank=d.rank, world=d.world,
-                                    accumulation=accum, repeats=r.schedule.epoch_repeats)
-        steps_per_epoch = sampler.steps_per_epoch
-        if steps_per_epoch == 0:
-            passes = f" ({r.schedule.epoch_repeats} passes an epoch)" if r.schedule.epoch_repeats > 1 else ""
-            raise DataError(f"the training split has {len(self.train_set)} images{passes}, fewer than one batch of "
-                            f"{r.optim.batch_size}; lower optim.batch_size (--batch-size) or raise "
-                            f"schedule.epoch_repeats")
-        schedules = Schedules.from_recipe(r.optim, r.schedule, r.regularization, steps_per_epoch)
-        if r.schedule.warmup_epochs > r.schedule.epochs and d.is_main and not resume:
-            log.warning("schedule.warmup_epochs=%g is longer than the run (%d epochs): the learning rate never "
-                        "reaches optim.lr (it peaks at %.3g of it); shorten the warm-up", r.schedule.warmup_epochs,
-                        r.schedule.epochs, r.schedule.epochs / r.schedule.warmup_epochs)
-        if r.optim.bn_momentum_rule:
-            self.bn_momentum = bn_momentum_for(steps_per_epoch)
-        net = self._prepare_model()
-        if r.regularization.ema.decay:
-            self.ema = WeightEma(self.model, r.regularization.ema.decay)
-        optimizer = make_optimizer(self.model, r.optim, self.lr_scale)
-        dev = d.device
-        scaler = torch.amp.GradScaler(dev.type, enabled=r.runtime.precision == "fp16")
-        self.objective.to(dev)
+                                    accumulation=r.optim.accumulation, repeats=r.schedule.epoch_repeats)
+        schedules = self._schedules(sampler.steps_per_epoch, resume)
+        net, optimizer, scaler = self._build(sampler.steps_per_epoch)
         if resume:
             self._resume(optimizer, scaler)
-        observer = None
-        if d.is_main:
-            st = self.state
-            keep = None
-            if resume:  # records after the checkpoint are redone; a checkpoint without a count: by step
-                old = read_metrics(self.run.metrics) if self.run.metrics.is_file() else []
-                keep = st.records if st.records is not None else sum(1 for row in old if row.get("step", 0) <= st.step)
-            observer = Observer(self.run.path, total_steps=schedules.total_steps, steps_per_epoch=steps_per_epoch,
-                                epochs=r.schedule.epochs, log_every=r.output.log_every_steps,
-                                tensorboard=r.output.tensorboard, start_step=st.step, keep_rows=keep)
-            if resume:
-                observer.message("resumed %s at epoch %d, step %d", self.run.path, min(st.epoch + 1, r.schedule.epochs),
-                                 st.step)
-            self.run.update_info(status="running", model=getattr(self.model, "arch", None))
+        observer = self._observer(schedules, sampler.steps_per_epoch, resume) if d.is_main else None
         val = eval_loader(self.val_set, micro, r.runtime.workers, rank=d.rank, world=d.world, persistent=True) \
             if self.val_set is not None else None
         try:
-            status = self._loop(net, optimizer, scaler, sampler, schedules, observer, val, accum)
+            status = self._loop(net, optimizer, scaler, sampler, schedules, observer, val)
         except BaseException:
             if d.is_main:
                 self.run.update_info(status="failed")
             if observer is not None:
                 observer.close()
             raise
-        summary = self.summary(status)
         if d.is_main:
             self.run.update_info(status="reporting" if status == "finished" else status, best=self.state.best,
                                  best_metric=self.select, best_epoch=self.state.best_epoch, steps=self.state.step,
                                  epochs_done=self.state.epoch)
             observer.close()
-        return summary
+        return self.summary(status)
+
+    def _schedules(self, steps_per_epoch: int, resume: bool) -> Schedules:
+        """Learning rate and DropBlock keep-prob per step, for an epoch of `steps_per_epoch` optimizer steps."""
+        r = self.settings
+        if steps_per_epoch == 0:
+            passes = f" ({r.schedule.epoch_repeats} passes an epoch)" if r.schedule.epoch_repeats > 1 else ""
+            raise DataError(f"the training split has {len(self.train_set)} images{passes}, fewer than one batch of "
+                            f"{r.optim.batch_size}; lower optim.batch_size (--batch-size) or raise "
+                            f"schedule.epoch_repeats")
+        if r.schedule.warmup_epochs > r.schedule.epochs and self.dist.is_main and not resume:
+            log.warning("schedule.warmup_epochs=%g is longer than the run (%d epochs): the learning rate never "
+                        "reaches optim.lr (it peaks at %.3g of it); shorten the warm-up", r.schedule.warmup_epochs,
+                        r.schedule.epochs, r.schedule.epochs / r.schedule.warmup_epochs)
+        return Schedules.from_recipe(r.optim, r.schedule, r.regularization, steps_per_epoch)
+
+    def _build(self, steps_per_epoch: int):
+        """(the network that trains: DDP- or compile-wrapped, the optimizer, the loss scaler), on the device."""
+        r = self.settings
+        if r.optim.bn_momentum_rule:
+            self.bn_momentum = bn_momentum_for(steps_per_epoch)
+        net = self._prepare_model()
+        if r.regularization.ema.decay:
+            self.ema = WeightEma(self.model, r.regularization.ema.decay)
+        optimizer = make_optimizer(self.model, r.optim, self.lr_scale)
+        scaler = torch.amp.GradScaler(self.dist.device.type, enabled=r.runtime.precision == "fp16")
+        self.objective.to(self.dist.device)
+        return net, optimizer, scaler
+
+    def _observer(self, schedules: Schedules, steps_per_epoch: int, resume: bool) -> Observer:
+        """Rank 0's progress, metrics.jsonl and TensorBoard; on resume the records after the checkpoint are
+        dropped (they are redone), by count, or by step for a checkpoint from before the count was kept."""
+        r, st = self.settings, self.state
+        keep = None
+        if resume:
+            old = read_metrics(self.run.metrics) if self.run.metrics.is_file() else []
+            keep = st.records if st.records is not None else sum(1 for row in old if row.get("step", 0) <= st.step)
+        observer = Observer(self.run.path, total_steps=schedules.total_steps, steps_per_epoch=steps_per_epoch,
+                            epochs=r.schedule.epochs, log_every=r.output.log_every_steps,
+                            tensorboard=r.output.tensorboard, start_step=st.step, keep_rows=keep)
+        if resume:
+            observer.message("resumed %s at epoch %d, step %d", self.run.path, min(st.epoch + 1, r.schedule.epochs),
+                             st.step)
+        self.run.update_info(status="running", model=getattr(self.model, "arch", None))  # a ResNet's zoo name
+        return observer
 
     def summary(self, status: str) -> dict:
         st = self.state
@@ -257,14 +278,15 @@ class Trainer:
                              self.run.path, warning=True)
         return "preempted"
 
-    def _loop(self, net, optimizer, scaler, sampler, schedules, observer, val, accum) -> str:
-        r, d, st = self.recipe, self.dist, self.state
+    def _loop(self, net, optimizer, scaler, sampler, schedules, observer, val) -> str:
+        r, d, st = self.settings, self.dist, self.state
+        accum = r.optim.accumulation
         epochs = r.schedule.epochs
         micro_per_epoch = sampler.steps_per_epoch * accum
         ckpt_every = r.output.checkpoint_every_steps
         net.train()
         loader = make_loader(self.train_set, sampler, r.runtime.workers, pin_memory=d.device.type == "cuda",
-                             persistent=True)
+                             persistent=True, on_bad_image=r.on_bad_image)
         while True:
             if st.micro_batch == 0 and st.closed < st.epoch:
                 self._close_epoch(net, optimizer, scaler, observer, val)
@@ -285,22 +307,18 @@ class Trainer:
     def _train_epoch(self, net, optimizer, scaler, loader, schedules, observer, accum, micro_per_epoch,
                      ckpt_every) -> bool:
         """Train until the epoch ends (False) or a stop signal (True: a checkpoint is written)."""
-        r, d, st = self.recipe, self.dist, self.state
+        r, d, st = self.settings, self.dist, self.state
         loss_sum = torch.zeros((), device=d.device)
         for batch in loader:
             a = st.micro_batch % accum
             if a == 0:
-                seed_step(sample_seed(r.runtime.seed, st.step, d.rank), d.device)
+                seed_step(derive_seed(r.runtime.seed, "step", st.step, d.rank), d.device)
                 values = schedules.apply(st.step, optimizer, self.model)
                 loss_sum.zero_()
             st.micro_batch += 1
-            if batch.bad:
+            if batch.bad:  # skipped by the loader (with on_bad_image "fail" it raises instead): counted here
                 st.bad += len(batch.bad)
                 st.bad_first += [f"{b.ident} ({b.reason})" for b in batch.bad[:max(5 - len(st.bad_first), 0)]]
-                if r.data.on_bad_image == "fail":
-                    b = batch.bad[0]
-                    raise DataError(f"unreadable image {b.ident}: {b.reason} (data.on_bad_image=fail; "
-                                    f"set it to skip to leave such images out)")
             last = a == accum - 1
             if len(batch):
                 loss = self._forward_backward(net, batch, scaler, accum, last)
@@ -332,16 +350,16 @@ class Trainer:
     def _close_epoch(self, net, optimizer, scaler, observer, val) -> None:
         """The end of an epoch: report skipped images, validate, keep the best weights; then the checkpoint,
         so that a kill anywhere before it redoes all of this on resume."""
-        r, d, st = self.recipe, self.dist, self.state
+        r, d, st = self.settings, self.dist, self.state
         counts = all_reduce_sum(torch.tensor([float(st.bad)], device=d.device), d)
         if counts.item() and observer is not None:
             observer.message("epoch %d: skipped %d unreadable images (first: %s)", st.epoch, int(counts.item()),
                              "; ".join(st.bad_first), warning=True)
-        if val is not None and (st.epoch % r.eval.every_epochs == 0 or st.epoch == r.schedule.epochs):
+        if val is not None and (st.epoch % r.eval_every_epochs == 0 or st.epoch == r.schedule.epochs):
             fault_point("validation")
             self._sync_buffers()
-            st.last_val = self.validate(self.model, val, d.device, r, d)
-            ema_val = self.validate(self.ema.module, val, d.device, r, d) if self.ema is not None else {}
+            st.last_val = self.validate(self.model, val, d.device, d)
+            ema_val = self.validate(self.ema.module, val, d.device, d) if self.ema is not None else {}
             net.train()
             if observer is not None:
                 observer.evaluation(st.step, st.epoch - 1, {**st.last_val, **{f"ema_{k}": v for k, v in
@@ -358,7 +376,7 @@ class Trainer:
         self._save_checkpoint(optimizer, scaler, observer)
 
     def _forward_backward(self, net, batch, scaler, accum: int, last: bool) -> torch.Tensor:
-        r, d = self.recipe, self.dist
+        r, d = self.settings, self.dist
         x = batch.images.to(d.device, non_blocking=True)
         if r.runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -388,7 +406,7 @@ class Trainer:
             return "unreadable"
 
     def _optimizer_step(self, net, optimizer, scaler) -> None:
-        clip = self.recipe.optim.grad_clip
+        clip = self.settings.optim.grad_clip
         if clip:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.observe import read_metrics
-from ..files import atomic_savefig, atomic_write_bytes, make_dir
+from ..files import atomic_savefig, atomic_write_bytes, make_dir, pyplot
 
 INITS = {"pretrained": "fine-tuned from the pretrained backbone", "random": "fine-tuned from random init",
          "pixels": "logistic regression on the 8x8 pixels", "frozen": "linear probe on the frozen backbone"}
@@ -94,18 +94,9 @@ def headline(res: DemoResult) -> list[str]:
     return [s1, s2]
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def budget_plot(res: DemoResult, path: Path) -> Path:
     """Top-1 against labelled digits per class: the two fine-tunings and the two linear baselines."""
-    plt = _plt()
+    plt = pyplot()
     curves = budget_curves(res)
     budgets = sorted({b for pts in curves.values() for b, _ in pts if b is not None})
     # "all" sits one step right of the largest budget, on the same log axis
@@ -134,7 +125,7 @@ def budget_plot(res: DemoResult, path: Path) -> Path:
 
 def curves_plot(runs: dict[str, Path], path: Path) -> Path:
     """Training loss and validation top-1 of the runs on all labels, both initialisations in each panel."""
-    plt = _plt()
+    plt = pyplot()
     fig, (loss, acc) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     for (init, run), color in zip(runs.items(), ("C0", "C3"), strict=False):
         rows = read_metrics(run / "metrics.jsonl")

@@ -10,17 +10,14 @@ import torch
 
 from ..data.loader import eval_loader
 from ..eval.classify import confusion_matrix, evaluate, most_confused, per_class_accuracy
-from ..files import atomic_savefig, atomic_write_bytes, atomic_write_csv, building_dir
+from ..files import atomic_savefig, atomic_write_bytes, atomic_write_csv, building_dir, pyplot
 from ..models import load_model
 from ..recipe import Recipe
 from ..runs import RunDir, resolve_weights
 
 
 def confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str = "confusion matrix") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     k = len(classes)
     rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)

@@ -28,7 +28,7 @@ from ..eval.robustness import (
     select_severities,
 )
 from ..eval.throughput import BenchmarkSettings, measure_throughput
-from ..files import atomic_savefig, atomic_write_bytes, check_output_dir
+from ..files import atomic_savefig, atomic_write_bytes, check_output_dir, pyplot
 from ..runs import RunDir
 from ..runtime import resolve_device
 from .evaluation import open_for_evaluation
@@ -138,10 +138,7 @@ def evaluate_robustness(weights_or_run: str, *, data_path: str | None = None, sp
 
 def errors_chart(result: dict, path: Path) -> Path:
     """A bar per corruption (error pooled over severities), with the clean error as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(result["corruptions"])
     errors = [result["corruptions"][n] for n in names]

@@ -6,87 +6,24 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import runtime
 from ..data.loader import TransformedDataset, eval_dataset
-from ..data.sources import DataError, Records, labelled_subset, open_split
-from ..data.transforms import InputSpec
-from ..engine.objective import Objective
 from ..engine.signals import Stopped, StopSignals
-from ..engine.trainer import Trainer
+from ..engine.trainer import Trainer, TrainerSettings
 from ..errors import ConfigError, TransferError, WeightsError
 from ..files import atomic_write_csv
-from ..models import create_model, load_model
+from ..models import ResNet, create_model
 from ..models.weights import load_weights, read_metadata
 from ..models.zoo import smallest_input
 from ..recipe import Recipe
 from ..runs import RunDir, latest_run, new_run_dir, resolve_weights
+from .tasks import StageData, Task, task_for
 
 log = logging.getLogger("transfer")
-
-
-@dataclass
-class StageData:
-    train: Records
-    val: Records | None
-    classes: list[str]
-
-
-def open_data(recipe: Recipe) -> StageData:
-    train = open_split(recipe.data, recipe.data.train_split)
-    if len(train.classes) < 2:
-        raise DataError(f"the data ({recipe.data.path or recipe.data.source}) has one class "
-                        f"({', '.join(train.classes) or 'none'}); a classifier needs at least two: add a class")
-    val = open_split(recipe.data, recipe.data.val_split, train.classes) if recipe.data.val_split else None
-    if recipe.data.labels_per_class:
-        train = labelled_subset(train, recipe.data.labels_per_class, recipe.data.split_seed)
-        log.info("label budget: %d training images, at most %d per class (data.labels_per_class)", len(train),
-                 recipe.data.labels_per_class)
-    counts = np.bincount(train.labels, minlength=len(train.classes))
-    empty = [train.classes[i] for i in np.flatnonzero(counts == 0)]
-    if empty:
-        raise DataError(f"classes without training images: {', '.join(empty[:5])}"
-                        f"{' ...' if len(empty) > 5 else ''}; remove them or add images")
-    return StageData(train, val, train.classes)
-
-
-def open_retrieval_data(recipe: Recipe) -> StageData:
-    """Zero-shot: the validation split has its own classes (unseen in training); training labels renumbered."""
-    from .retrieval import zero_shot_train
-
-    train = zero_shot_train(open_split(recipe.data, recipe.data.train_split))
-    val = open_split(recipe.data, recipe.data.val_split)
-    return StageData(train, val, train.classes)
-
-
-def build_objective(recipe: Recipe, num_classes: int, num_train: int) -> Objective:
-    reg = recipe.regularization
-    kd = reg.distillation
-    teacher = logits = None
-    if kd.teacher and kd.logits:
-        raise ConfigError("regularization.distillation: set either teacher or logits, not both")
-    if kd.teacher:
-        teacher = load_model(kd.teacher)
-        if teacher.num_classes != num_classes:
-            raise ConfigError(f"regularization.distillation.teacher {kd.teacher} predicts {teacher.num_classes} "
-                              f"classes, the data has {num_classes}")
-    if kd.logits:
-        path = Path(kd.logits)
-        if not path.is_file():
-            raise ConfigError(f"regularization.distillation.logits: {path} does not exist; make it with "
-                              f"`transfer evaluate TEACHER --split train --save-logits {path}`")
-        arr = np.load(path)
-        if arr.shape != (num_train, num_classes):
-            raise ConfigError(f"regularization.distillation.logits: {path} has shape {arr.shape}, expected "
-                              f"({num_train}, {num_classes}): one row of logits per training image")
-        logits = torch.from_numpy(arr.astype(np.float32))
-    return Objective(num_classes, reg.label_smoothing, reg.mixup.alpha, reg.mixup.mode, teacher, logits,
-                     kd.temperature, kd.weight)
 
 
 # The backbone's own head: what a fine-tuning run chooses afresh instead of inheriting.
@@ -159,6 +96,11 @@ def _finished_summary(run: RunDir) -> dict:
     return {**summary, "run": str(run.path)}
 
 
+def trainer_settings(recipe: Recipe) -> TrainerSettings:
+    return TrainerSettings(recipe.optim, recipe.schedule, recipe.regularization, recipe.runtime, recipe.output,
+                           recipe.eval.every_epochs, recipe.data.on_bad_image, recipe.hash(), recipe.stage)
+
+
 def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, resume: bool = False,
                  report: bool = True) -> dict:
     """Train as the recipe says, then write the plots and (with validation data) the report of the best weights.
@@ -179,13 +121,51 @@ def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, re
     return summary
 
 
+def build_model(recipe: Recipe, task: Task, data: StageData) -> tuple[ResNet, dict, dict[str, float] | None]:
+    """(the model to train, what its weights files' sidecars add, the backbone's learning-rate scale): the
+    recipe's architecture, or the backbone's, with its weights loaded and a new head for the task's classes;
+    its input spec is the recipe's resolved against the model's (and the backbone's normalisation)."""
+    m = recipe.model
+    asked = m.options.get("num_classes")
+    if asked is not None and asked != len(data.classes):
+        where = recipe.data.path or recipe.data.source
+        raise ConfigError(f"model.options.num_classes={asked} but the data ({where}) has {len(data.classes)} "
+                          f"classes; remove the option: the classifier is sized from the data")
+    backbone = resolve_backbone(m.backbone) if m.backbone else None
+    backbone_meta = backbone_metadata(backbone)
+    name, inherited = backbone_architecture(m.name, backbone_meta, backbone)
+    options = {**inherited, **m.options, "num_classes": len(data.classes), **task.head_options()}
+    model = create_model(name, weights=m.weights, **options)
+    extra = {"class_names": data.classes}
+    lr_scale = None
+    if backbone is not None:
+        try:
+            load_weights(model, backbone, restore_bn_stats=m.restore_bn_stats, new_head=True)
+        except WeightsError:
+            changed = sorted(k for k in m.options if k in inherited and m.options[k] != inherited[k])
+            if not changed:
+                raise
+            made = ", ".join(f"{k}={inherited[k]!r}" for k in changed)
+            asked = ", ".join(f"{k}={m.options[k]!r}" for k in changed)
+            raise ConfigError(f"the backbone {backbone} was made with {made} and model.options sets {asked}: "
+                              f"its weights do not fit; remove them from model.options") from None
+        if not m.restore_bn_stats:
+            log.info("backbone BN statistics not restored (model.restore_bn_stats: false)")
+        extra["backbone"] = str(backbone)
+        if m.backbone_lr_scale != 1.0:
+            lr_scale = {"stem.": m.backbone_lr_scale, "stages.": m.backbone_lr_scale}
+    prep = model.input_spec.resolve(recipe.augment, backbone_meta.get("input"))
+    problem = smallest_input(model.config, {"augment.train_resolution": prep.train_resolution,
+                                            "augment.eval_resolution": prep.eval_resolution})
+    if problem:
+        raise ConfigError(f"model {m.name}: {problem}")
+    model.input_spec = prep
+    return model, extra, lr_scale
+
+
 def _run_training(recipe: Recipe, recipe_name: str, out: str | None, resume: bool, report: bool,
                   signals: StopSignals) -> dict:
-    from . import retrieval as rt
-
-    is_retrieval = recipe.stage == "retrieval"
-    if is_retrieval:
-        rt.check_recipe(recipe)
+    task = task_for(recipe)  # a bad retrieval section fails here, before any process group or data
     d = runtime.setup(recipe.runtime.device)
     try:
         if resume:  # a finished run: say so before opening any data (every process reads the same run.json)
@@ -196,56 +176,18 @@ def _run_training(recipe: Recipe, recipe_name: str, out: str | None, resume: boo
                              "train again)", done.path)
                 return _finished_summary(done)
         torch.manual_seed(recipe.runtime.seed)  # the same initial weights on every process
-        data = open_retrieval_data(recipe) if is_retrieval else open_data(recipe)
-        m = recipe.model
-        asked = m.options.get("num_classes")
-        if asked is not None and asked != len(data.classes):
-            where = recipe.data.path or recipe.data.source
-            raise ConfigError(f"model.options.num_classes={asked} but the data ({where}) has {len(data.classes)} "
-                              f"classes; remove the option: the classifier is sized from the data")
-        backbone = resolve_backbone(m.backbone) if m.backbone else None
-        backbone_meta = backbone_metadata(backbone)
-        name, inherited = backbone_architecture(m.name, backbone_meta, backbone)
-        options = {**inherited, **m.options, "num_classes": len(data.classes),
-                   **(rt.head_options(recipe.retrieval) if is_retrieval else {})}
-        model = create_model(name, weights=m.weights, **options)
-        extra = {"class_names": data.classes}
-        lr_scale = None
-        if backbone is not None:
-            try:
-                load_weights(model, backbone, restore_bn_stats=m.restore_bn_stats, new_head=True)
-            except WeightsError:
-                changed = sorted(k for k in m.options if k in inherited and m.options[k] != inherited[k])
-                if not changed:
-                    raise
-                made = ", ".join(f"{k}={inherited[k]!r}" for k in changed)
-                asked = ", ".join(f"{k}={m.options[k]!r}" for k in changed)
-                raise ConfigError(f"the backbone {backbone} was made with {made} and model.options sets {asked}: "
-                                  f"its weights do not fit; remove them from model.options") from None
-            if not m.restore_bn_stats:
-                log.info("backbone BN statistics not restored (model.restore_bn_stats: false)")
-            extra["backbone"] = str(backbone)
-            if m.backbone_lr_scale != 1.0:
-                lr_scale = {"stem.": m.backbone_lr_scale, "stages.": m.backbone_lr_scale}
-        prep: InputSpec = model.input_spec.resolve(recipe.augment, backbone_meta.get("input"))
-        problem = smallest_input(model.config, {"augment.train_resolution": prep.train_resolution,
-                                                "augment.eval_resolution": prep.eval_resolution})
-        if problem:
-            raise ConfigError(f"model {m.name}: {problem}")
-        model.input_spec = prep.input_spec()
+        data = task.open_data()
+        model, extra, lr_scale = build_model(recipe, task, data)
+        prep = model.input_spec
         train_set = TransformedDataset(data.train, prep.train_transform(recipe.augment), recipe.runtime.seed)
         val_set = eval_dataset(data.val, prep) if data.val is not None else None
-        objective = build_objective(recipe, len(data.classes), len(data.train))
-        validate, select = None, "top1"
-        if is_retrieval:
-            validate, select = rt.RetrievalValidation(data.val, recipe.retrieval), recipe.retrieval.select
-            if recipe.retrieval.loss == "arcface":
-                objective.margin, objective.logit_scale = recipe.retrieval.margin, recipe.retrieval.scale
+        objective = task.objective(data)
         run, mode = _shared_run_dir(recipe, recipe_name, out, resume, d)
         if d.is_main and mode in ("new", "restart"):
             record_made_splits(run, data)
-        trainer = Trainer(model, objective, train_set, val_set, recipe, run, d, weights_metadata=extra,
-                          lr_scale=lr_scale, validate=validate, select=select, signals=signals)
+        trainer = Trainer(model, objective, train_set, val_set, trainer_settings(recipe), run, d,
+                          validate=task.validation(data), select=task.select, weights_metadata=extra,
+                          lr_scale=lr_scale, signals=signals)
         if mode == "done":  # finished while this process opened the data
             return _finished_summary(run)
         if mode == "report":
@@ -254,30 +196,24 @@ def _run_training(recipe: Recipe, recipe_name: str, out: str | None, resume: boo
         else:
             summary = trainer.fit(resume=mode == "resume")
         if d.is_main and summary["status"] != "preempted":
-            summary = _write_reports(run, recipe, data, val_set, d, signals, summary, report, is_retrieval)
+            summary = _write_reports(run, recipe, task, data, val_set, d, signals, summary, report)
         return summary
     finally:
         runtime.teardown(d)
 
 
-def _write_reports(run: RunDir, recipe: Recipe, data: StageData, val_set, d, signals: StopSignals, summary: dict,
-                   report: bool, is_retrieval: bool) -> dict:
+def _write_reports(run: RunDir, recipe: Recipe, task: Task, data: StageData, val_set, d, signals: StopSignals,
+                   summary: dict, report: bool) -> dict:
     """The plots and the report of a trained run, then status finished. A stop signal abandons them (each is
     built whole before it is published) and leaves status "reporting" for --resume."""
     from ..engine.observe import print_summary, write_plots
-    from . import retrieval as rt
 
     try:
         with signals.interrupting():
             if recipe.output.plots and run.metrics.is_file():
                 write_plots(run.metrics, run.path / "plots")
             if data.val is not None and report:
-                if is_retrieval:
-                    summary.update(rt.retrieval_report(run, data.val, val_set, recipe, d.device))
-                else:
-                    from .report import classification_report
-
-                    summary.update(classification_report(run, val_set, recipe, d.device))
+                summary.update(task.report(run, data, val_set, d.device))
     except Stopped as stop:
         log.warning("stopped by %s while writing the plots and report: the weights are saved; finish with "
                     "--resume --out %s", stop.name, run.path)
