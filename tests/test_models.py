@@ -83,7 +83,7 @@ def test_assemble_resnet152_block_counts():
 
 @pytest.mark.parametrize("stride,size", [(1, 16), (2, 16), (2, 15)])
 def test_big_little_stage_matches_plain_stage_shapes(stride, size):
-    opts = BlockOptions(False, 16, "sk_dagger", 2, 4, True, "avg3", {})
+    opts = BlockOptions(bn={}, selective_kernel="sk_dagger", sk_min_dim=4, anti_alias=True, shortcut="avg3")
     x = torch.randn(2, 32, size, size)
     bl = BigLittleStage(32, 16, 4, stride, opts, alpha=2, beta=4).eval()
     plain = PlainStage(Bottleneck, 32, 16, 4, stride, opts).eval()
@@ -129,7 +129,7 @@ def test_features_api_and_heads():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         feats = model.stage_features(x)
-        assert [f.shape[1] for f in feats] == model.stage_channels
+        assert [f.shape[1] for f in feats] == [i["num_chs"] for i in model.feature_info]
         assert torch.equal(model.forward_features(x), feats[-1])
         pooled = model.pool_features(x)
         assert pooled.shape == (2, 24) and model.num_features == 24
@@ -137,6 +137,34 @@ def test_features_api_and_heads():
         model.reset_classifier(5)
         assert torch.equal(model(x), model.forward_head(pooled))
     assert model.num_classes == 5
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50d_sk", "assemble_resnet50"])
+def test_feature_info_describes_the_maps_the_named_modules_yield(name):
+    """Channels and reduction from the forward pass itself, read at the module feature_info names (a hook), so
+    a wrong stride bookkeeping (Big-Little's stride-1 third stage) or a wrong module name fails."""
+    model = small_model(name).eval()
+    seen = {}
+    for info in model.feature_info:
+        model.get_submodule(info["module"]).register_forward_hook(
+            lambda _m, _i, out, key=info["module"]: seen.__setitem__(key, out))
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        maps = model.stage_features(x)
+    assert len(model.feature_info) == len(maps) == 4
+    for info, m in zip(model.feature_info, maps, strict=True):
+        assert torch.equal(seen[info["module"]], m)
+        assert (info["num_chs"], info["reduction"]) == (m.shape[1], 96 // m.shape[-1])
+
+
+def test_feature_info_agrees_with_timms_resnet50():
+    timm = pytest.importorskip("timm")
+    with torch.device("meta"):
+        ours = create_model("resnet50", init_weights=False)
+        theirs = timm.create_model("resnet50", pretrained=False)
+    # timm also lists the stem's activation at reduction 2 (before the max-pool); the stages agree.
+    assert [(i["num_chs"], i["reduction"]) for i in ours.feature_info] == \
+        [(i["num_chs"], i["reduction"]) for i in theirs.feature_info[1:]]
 
 
 def test_deep_stem_and_resnet_d_shortcut():

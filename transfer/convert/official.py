@@ -106,7 +106,7 @@ class _Walk:
             self.bn(f"{key}.shortcut.bn", scope.layer("batch_normalization"))
         self.conv(f"{key}.conv1", scope.layer("conv2d"))
         self.bn(f"{key}.bn1", scope.layer("batch_normalization"))
-        if hasattr(block, "sk"):
+        if block.sk is not None:
             if block.sk.kind != "sk_dagger":
                 raise WeightsError("the official code has SK-dagger only (one 3x3 conv to 2C); this model uses "
                                    f"{block.sk.kind!r}")

@@ -146,26 +146,62 @@ class ResNetConfig:
 
 @dataclass(frozen=True)
 class BlockOptions:
-    """The per-block switches, resolved once from the config."""
+    """The per-block switches of one stage, resolved once from the config, and the factories that turn them
+    into layers: every block asks these for its spatial conv, its attention, its blur, its DropBlocks and its
+    shortcut, so the blocks differ only in how they wire them."""
 
-    se: bool
-    se_reduction: int
-    selective_kernel: str | None
-    sk_reduction: int
-    sk_min_dim: int
-    anti_alias: bool
-    shortcut: str
     bn: dict
+    se: bool = False
+    se_reduction: int = 16
+    se_bias: bool = False
+    selective_kernel: str | None = None
+    sk_reduction: int = 2
+    sk_min_dim: int = 32
+    anti_alias: bool = False
+    shortcut: str = "conv"
     drop_block_size: int = 7
     drop_block_scale: float | None = None  # None: no DropBlock in this stage
     drop_block_shared_mask: bool = True
     pooling: str = "torch"
-    se_bias: bool = False
+
+    @classmethod
+    def for_stage(cls, cfg: ResNetConfig, stage: int) -> BlockOptions:
+        """Stage `stage` (0-3) of `cfg`: DropBlock only in stages 3 and 4, with their gamma scales."""
+        return cls(bn={"momentum": cfg.bn_momentum, "eps": cfg.bn_eps},
+                   se=cfg.se, se_reduction=cfg.se_reduction, se_bias=cfg.se_bias,
+                   selective_kernel=cfg.selective_kernel, sk_reduction=cfg.sk_reduction, sk_min_dim=cfg.sk_min_dim,
+                   anti_alias=cfg.anti_alias, shortcut=cfg.shortcut, pooling=cfg.pooling,
+                   drop_block_size=cfg.drop_block_size, drop_block_shared_mask=cfg.drop_block_shared_mask,
+                   drop_block_scale=cfg.drop_block_gamma_scales[stage - 2] if cfg.drop_block and stage >= 2 else None)
 
     def drop(self) -> nn.Module:
         if self.drop_block_scale is None:
             return nn.Identity()
         return DropBlock(self.drop_block_size, self.drop_block_scale, shared_mask=self.drop_block_shared_mask)
+
+    def spatial_stride(self, stride: int) -> int:
+        """The 3x3 conv's stride: 1 when anti-aliased, the blur after it then does the downsampling."""
+        return 1 if self.anti_alias else stride
+
+    def blur(self, channels: int, stride: int) -> nn.Module:
+        return BlurPool(channels, stride) if self.anti_alias and stride > 1 else nn.Identity()
+
+    def selective(self, in_ch: int, out_ch: int, stride: int) -> SelectiveKernel | None:
+        """The Selective Kernel conv that replaces a block's 3x3 conv + BN + ReLU, or None without SK."""
+        if not self.selective_kernel:
+            return None
+        return SelectiveKernel(in_ch, out_ch, self.spatial_stride(stride), kind=self.selective_kernel,
+                               reduction=self.sk_reduction, min_dim=self.sk_min_dim, bn=self.bn)
+
+    def conv3x3(self, in_ch: int, out_ch: int, stride: int) -> tuple[nn.Conv2d | None, nn.BatchNorm2d | None]:
+        """The plain 3x3 conv and its BN where there is no SK conv (None, None where there is)."""
+        if self.selective_kernel:
+            return None, None
+        return (nn.Conv2d(in_ch, out_ch, 3, self.spatial_stride(stride), 1, bias=False),
+                nn.BatchNorm2d(out_ch, **self.bn))
+
+    def attention(self, channels: int) -> nn.Module:
+        return SqueezeExcite(channels, self.se_reduction, self.se_bias) if self.se else nn.Identity()
 
 
 def shortcut_pool(kind: str, stride: int, pooling: str) -> nn.Module | None:
@@ -208,23 +244,38 @@ def make_shortcut(in_ch: int, out_ch: int, stride: int, opts: BlockOptions) -> n
 
 
 class ResidualBlock(nn.Module):
-    """What every block shares: output = ReLU(residual(x) + shortcut(x)); subclasses define the residual."""
+    """What every block shares: output = ReLU(residual(x) + shortcut(x)), with [SE] at the end of the residual
+    branch and a projection shortcut where the shape changes; subclasses build and wire the residual branch.
+
+    The layers keep torchvision's names (conv1, bn1, ...), so torchvision and timm weights load by renaming
+    the stages alone; where an SK conv replaces a 3x3 conv + BN, those two are None and `sk` holds it.
+    """
 
     last_bn: str  # the name of the residual branch's last BN (zero-gamma)
 
-    def __init__(self, last_relu: bool):
+    def __init__(self, stride: int, last_relu: bool):
         super().__init__()
+        self.stride = stride
         self.last_relu = last_relu
 
-    @staticmethod
-    def make_shortcut(in_ch: int, out_ch: int, stride: int, opts: BlockOptions, projection: bool | None):
+    def add_attention_and_shortcut(self, in_ch: int, out_ch: int, stride: int, opts: BlockOptions,
+                                   projection: bool | None) -> None:
+        """[SE] and the shortcut (a projection where the shape changes), created after the residual branch as
+        the official graph creates them, so the seeded initialisation draws in the same order."""
+        self.se = opts.attention(out_ch)
         if projection is None:
             projection = stride != 1 or in_ch != out_ch
-        return make_shortcut(in_ch, out_ch, stride, opts) if projection else nn.Identity()
+        self.shortcut = make_shortcut(in_ch, out_ch, stride, opts) if projection else nn.Identity()
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The residual branch alone (zero at initialisation with zero-gamma)."""
         raise TypeError(f"{type(self).__name__} must define residual()")
+
+    @staticmethod
+    def spatial(sk: SelectiveKernel | None, conv: nn.Conv2d | None, bn: nn.BatchNorm2d | None,
+                x: torch.Tensor) -> torch.Tensor:
+        """The 3x3 step: the SK conv where there is one, else conv -> BN -> ReLU."""
+        return sk(x) if sk is not None else F.relu(bn(conv(x)), inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.residual(x)
@@ -243,32 +294,23 @@ class Bottleneck(ResidualBlock):
 
     def __init__(self, in_ch: int, width: int, stride: int, opts: BlockOptions, *,
                  projection: bool | None = None, last_relu: bool = True):
-        super().__init__(last_relu)
+        super().__init__(stride, last_relu)
         out_ch = width * self.expansion
-        self.stride = stride
         self.conv1 = nn.Conv2d(in_ch, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width, **opts.bn)
         self.drop1 = opts.drop()
-        conv_stride = 1 if opts.anti_alias else stride
-        if opts.selective_kernel:
-            self.sk = SelectiveKernel(width, width, conv_stride, kind=opts.selective_kernel,
-                                      reduction=opts.sk_reduction, min_dim=opts.sk_min_dim, bn=opts.bn)
-        else:
-            self.conv2 = nn.Conv2d(width, width, 3, conv_stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(width, **opts.bn)
+        self.sk = opts.selective(width, width, stride)
+        self.conv2, self.bn2 = opts.conv3x3(width, width, stride)
         self.drop2 = opts.drop()
-        self.blur = BlurPool(width, stride) if opts.anti_alias and stride > 1 else nn.Identity()
+        self.blur = opts.blur(width, stride)
         self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_ch, **opts.bn)
         self.drop3 = opts.drop()
-        self.se = SqueezeExcite(out_ch, opts.se_reduction, opts.se_bias) if opts.se else nn.Identity()
-        self.shortcut = self.make_shortcut(in_ch, out_ch, stride, opts, projection)
+        self.add_attention_and_shortcut(in_ch, out_ch, stride, opts, projection)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch alone (zero at initialisation with zero-gamma)."""
         y = F.relu(self.drop1(self.bn1(self.conv1(x))), inplace=True)
-        y = self.sk(y) if hasattr(self, "sk") else F.relu(self.bn2(self.conv2(y)), inplace=True)
-        y = self.blur(self.drop2(y))
+        y = self.blur(self.drop2(self.spatial(self.sk, self.conv2, self.bn2, y)))
         return self.se(self.drop3(self.bn3(self.conv3(y))))
 
 
@@ -280,26 +322,18 @@ class BasicBlock(ResidualBlock):
 
     def __init__(self, in_ch: int, width: int, stride: int, opts: BlockOptions, *,
                  projection: bool | None = None, last_relu: bool = True):
-        super().__init__(last_relu)
-        out_ch = width
-        conv_stride = 1 if opts.anti_alias else stride
-        if opts.selective_kernel:
-            self.sk = SelectiveKernel(in_ch, width, conv_stride, kind=opts.selective_kernel,
-                                      reduction=opts.sk_reduction, min_dim=opts.sk_min_dim, bn=opts.bn)
-        else:
-            self.conv1 = nn.Conv2d(in_ch, width, 3, conv_stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(width, **opts.bn)
+        super().__init__(stride, last_relu)
+        self.sk = opts.selective(in_ch, width, stride)
+        self.conv1, self.bn1 = opts.conv3x3(in_ch, width, stride)
         self.drop1 = opts.drop()
-        self.blur = BlurPool(width, stride) if opts.anti_alias and stride > 1 else nn.Identity()
-        self.conv2 = nn.Conv2d(width, out_ch, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch, **opts.bn)
+        self.blur = opts.blur(width, stride)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width, **opts.bn)
         self.drop2 = opts.drop()
-        self.se = SqueezeExcite(out_ch, opts.se_reduction, opts.se_bias) if opts.se else nn.Identity()
-        self.shortcut = self.make_shortcut(in_ch, out_ch, stride, opts, projection)
+        self.add_attention_and_shortcut(in_ch, width, stride, opts, projection)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.sk(x) if hasattr(self, "sk") else F.relu(self.bn1(self.conv1(x)), inplace=True)
-        y = self.blur(self.drop1(y))
+        y = self.blur(self.drop1(self.spatial(self.sk, self.conv1, self.bn1, x)))
         return self.se(self.drop2(self.bn2(self.conv2(y))))
 
 
@@ -392,7 +426,8 @@ def _channels(c: float, width: float) -> int:
 class ResNet(nn.Module):
     """ResNet with stems, shortcuts, attention, anti-aliasing, Big-Little and DropBlock as options.
 
-    Features API: `stage_features(x)` (per-stage maps), `forward_features(x)` (last map),
+    Features API: `stage_features(x)` (per-stage maps, described by `feature_info` as timm's models do),
+    `forward_features(x)` (last map),
     `pool_features(x)` (pooled vector, after the embedding layer if any), `forward_head(v)` (logits).
     """
 
@@ -417,20 +452,21 @@ class ResNet(nn.Module):
         strides = BIG_LITTLE_STRIDES if cfg.big_little else PLAIN_STRIDES
         in_ch = stem_width
         self.stages = nn.ModuleList()
-        self.stage_channels: list[int] = []
+        # timm's per-stage description, for detection and retrieval heads that tap the stages: channels,
+        # reduction (input size / map size) and the module that yields the map (`stage_features` order).
+        self.feature_info: list[dict] = []
+        reduction = 4  # every stem halves twice: conv/2 then the max-pool or the Big-Little stem's /2
         for i, (n, stride) in enumerate(zip(cfg.blocks, strides, strict=True)):
             width = _channels(64 * 2**i, cfg.width)
-            drop_scale = cfg.drop_block_gamma_scales[i - 2] if cfg.drop_block and i >= 2 else None
-            opts = BlockOptions(cfg.se, cfg.se_reduction, cfg.selective_kernel, cfg.sk_reduction, cfg.sk_min_dim,
-                                cfg.anti_alias, cfg.shortcut, bn, cfg.drop_block_size, drop_scale,
-                                cfg.drop_block_shared_mask, cfg.pooling, cfg.se_bias)
+            opts = BlockOptions.for_stage(cfg, i)
             if cfg.big_little and i < 3:
                 stage = BigLittleStage(in_ch, width, n, stride, opts, cfg.bl_alpha, cfg.bl_beta)
             else:
                 stage = PlainStage(block, in_ch, width, n, stride, opts)
             self.stages.append(stage)
             in_ch = width * block.expansion
-            self.stage_channels.append(in_ch)
+            reduction *= stride
+            self.feature_info.append({"num_chs": in_ch, "reduction": reduction, "module": f"stages.{i}"})
         self.pool = GeM(cfg.gem_p, cfg.gem_learnable) if cfg.pool == "gem" else AvgPool()
         if cfg.embedding_dim:
             self.embedding = nn.Sequential(nn.Linear(in_ch, cfg.embedding_dim, bias=False),
