@@ -131,6 +131,12 @@ def test_zero_shot_run_writes_everything(run):
     index = faiss.deserialize_index(np.fromfile(path / "retrieval" / "index.faiss", dtype=np.uint8))
     assert index.ntotal == n
     assert (path / "retrieval" / "grid.png").stat().st_size > 1000
+    with (path / "retrieval" / "per_query.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == store["ids"].tolist()  # every item is a query, in order
+    for name in ("recall@1", "recall@4", "map@r"):  # the means are the per-query values' means
+        assert np.mean([float(r[name]) for r in rows]) == pytest.approx(metrics[name], abs=1e-6)
+    assert {r["class"] for r in rows} == {"5", "6", "7", "8", "9"}
     val = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()
            if json.loads(line)["kind"] == "val"]
     assert val and all("recall@1" in v and "map@r" in v for v in val)
@@ -167,9 +173,13 @@ def test_retrieve_saved_embeddings_file(run, tmp_path):
 
 
 def test_query_images_search_the_saved_gallery(run, tmp_path):
+    """The neighbours returned are the nearest: the query embedded here through the public model API and
+    scored against every saved gallery row by a float64 loop."""
     _, path, _ = run
     store = np.load(path / "retrieval" / "embeddings.npz")
     from sklearn.datasets import load_digits
+
+    from transfer.models import load_model
 
     digit = load_digits().images[5 + 10 * 3]  # a real digit 5, at the demo's scale
     img = Image.fromarray((digit / 16 * 255).astype(np.uint8)).resize((32, 32)).convert("RGB")
@@ -177,9 +187,17 @@ def test_query_images_search_the_saved_gallery(run, tmp_path):
     res = invoke(tmp_path, "retrieve", path, "--query", tmp_path / "q.png", "--topk", "4", "--format", "json")
     (item,) = json.loads(res.stdout)
     assert [h["rank"] for h in item["neighbours"]] == [1, 2, 3, 4]
-    scores = [h["score"] for h in item["neighbours"]]
-    assert scores == sorted(scores, reverse=True)
-    assert all(h["id"] in set(store["ids"].tolist()) for h in item["neighbours"])
+
+    model = load_model(path / "weights" / "best.safetensors").eval()
+    with torch.no_grad():
+        q = model.pool_features(model.preprocess(Image.open(tmp_path / "q.png").convert("RGB"))[None])[0]
+    q = (q / q.norm()).double().numpy()
+    gallery = np.flatnonzero(store["is_gallery"])
+    sims = {str(store["ids"][g]): float(np.dot(q, store["embeddings"][g].astype(np.float64))) for g in gallery}
+    best = sorted(sims.values(), reverse=True)
+    for rank, hit in enumerate(item["neighbours"]):
+        assert hit["score"] == pytest.approx(sims[hit["id"]], abs=1e-4)  # the id's own similarity
+        assert hit["score"] == pytest.approx(best[rank], abs=1e-4)  # and the rank-th largest of all of them
 
 
 def test_separate_query_and_gallery_from_a_csv_table(run, tmp_path):
@@ -241,7 +259,7 @@ def test_one_line_errors(run, tmp_path):
 def test_recipe_checks(tmp_path):
     from transfer.errors import ConfigError
     from transfer.recipe import load_recipe
-    from transfer.stages.retrieval import check_recipe
+    from transfer.stages.tasks import check_retrieval_recipe as check_recipe
 
     r = load_recipe(tiny_recipe(tmp_path, **RETRIEVAL), {"retrieval": {"select": "recall@8"}})
     with pytest.raises(ConfigError, match=r"retrieval\.select='recall@8' is not among"):
@@ -255,7 +273,7 @@ def test_recipe_checks(tmp_path):
 def test_shipped_retrieval_recipes_validate(name):
     from transfer.recipe import load_recipe
     from transfer.recipes import find_recipe
-    from transfer.stages.retrieval import check_recipe
+    from transfer.stages.tasks import check_retrieval_recipe as check_recipe
 
     r = load_recipe(find_recipe(f"{name}.yaml"))
     assert r.stage == "retrieval"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from transfer.eval import index as idx
-from transfer.eval.retrieval import MetricError, parse_metrics, retrieval_metrics
+from transfer.eval.retrieval import MetricError, parse_metrics, per_query_metrics, retrieval_metrics
 
 
 def brute_neighbours(queries, gallery, self_index):
@@ -18,15 +18,18 @@ def brute_neighbours(queries, gallery, self_index):
     return out
 
 
-def brute_metrics(order, query_labels, gallery_labels, self_index, ks):
-    """The textbook definitions, one query at a time."""
+def brute_metrics(order, query_labels, gallery_labels, self_index, ks, per_query=False):
+    """The textbook definitions, one query at a time: their means, or (per_query) each query's values with
+    NaN for a lone query."""
     recall = {k: [] for k in ks}
     precision = {k: [] for k in ks}
     average_precision = []
     for i, ranked in enumerate(order):
         r = sum(1 for j, lab in enumerate(gallery_labels) if lab == query_labels[i] and j != self_index[i])
-        if r == 0:
-            continue  # a lone query
+        if r == 0:  # a lone query
+            for v in [*recall.values(), *precision.values(), average_precision]:
+                v.append(np.nan)
+            continue
         rel = [gallery_labels[j] == query_labels[i] for j in ranked]
         for k in ks:
             recall[k].append(1.0 if any(rel[:k]) else 0.0)
@@ -37,10 +40,12 @@ def brute_metrics(order, query_labels, gallery_labels, self_index, ks):
                 hits += 1
                 ap += hits / rank
         average_precision.append(ap / r)
-    out = {f"recall@{k}": float(np.mean(v)) for k, v in recall.items()}
-    out |= {f"precision@{k}": float(np.mean(v)) for k, v in precision.items()}
-    out["map@r"] = float(np.mean(average_precision))
-    out["queries"] = len(average_precision)
+    per = {f"recall@{k}": v for k, v in recall.items()} | {f"precision@{k}": v for k, v in precision.items()}
+    per["map@r"] = average_precision
+    if per_query:
+        return {name: np.array(v) for name, v in per.items()}
+    out = {name: float(np.nanmean(v)) for name, v in per.items()}
+    out["queries"] = int(np.sum(~np.isnan(average_precision)))
     return out
 
 
@@ -68,6 +73,19 @@ def test_metrics_match_brute_force_with_ties_and_duplicates(seed):
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-12), key
     assert got["lone_queries"] == 1
+
+
+def test_per_query_values_match_brute_force_query_by_query():
+    rng = np.random.default_rng(4)
+    emb, labels = tied_embeddings(rng)
+    self_index = np.arange(len(emb))
+    order = brute_neighbours(emb, emb, self_index)
+    expected = brute_metrics(order, labels, labels, self_index, [1, 4], per_query=True)
+    got = per_query_metrics(np.array([o[:40] for o in order]), labels, labels, list(expected), self_index)
+    assert list(got) == list(expected)
+    for name, values in expected.items():
+        np.testing.assert_allclose(got[name], values, atol=1e-12, err_msg=name)  # NaN where brute force has NaN
+    assert np.isnan(got["map@r"][-1]) and np.isnan(got["map@r"]).sum() == 1  # the lone class's one query
 
 
 def test_separate_query_and_gallery_sets():

@@ -1,4 +1,5 @@
-"""Retrieval metrics: pure functions of neighbour lists and labels (arrays in, numbers out).
+"""Retrieval metrics: pure functions of neighbour lists and labels (arrays in, numbers out); and at the end
+`evaluate_embeddings`, which searches (eval/index.py) and scores embeddings with them.
 
 The protocol (shared/reference/retrieval.md; Musgrave et al. 2020 for MAP@R):
 - a query is left out of its own result list by its index (`self_index`), never by dropping rank 0, because
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import TransferError, suggest
+from ..errors import RetrievalError, TransferError, suggest
+from . import index as knn
 
 DEFINITION = ("leave-one-out by index (a query never retrieves itself), queries without another same-class "
               "gallery item excluded; Recall@K = any same-class item in the top K; MAP@R per Musgrave et al. 2020")
@@ -121,12 +123,17 @@ def neighbours_needed(metrics: list[Metric], r: np.ndarray) -> int:
     return k
 
 
-def retrieval_metrics(neighbors: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray,
-                      metrics: list[Metric] | list[str] | str, self_index: np.ndarray | None = None) -> dict:
-    """{metric name: value in [0, 1], 'queries': queries scored, 'lone_queries': queries excluded}.
+def per_query_metrics(neighbors: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray,
+                      metrics: list[Metric] | list[str] | str, self_index: np.ndarray | None = None
+                      ) -> dict[str, np.ndarray]:
+    """{metric name: (queries,) values}: each query's own score, NaN for a lone query (no other item of its
+    class in the gallery), which no metric can score. The means of `retrieval_metrics` are their nanmeans.
 
-    `neighbors` (queries, k) holds gallery indices, nearest first, the query itself already removed;
-    `self_index[i]` is query i's own index in the gallery (-1 when it is not in the gallery).
+    >>> import numpy as np
+    >>> neighbors = np.array([[1, 2], [2, 0], [0, 1]])
+    >>> labels = np.array([0, 0, 1])
+    >>> per_query_metrics(neighbors, labels, labels, "recall@1,recall@2", self_index=np.arange(3))
+    {'recall@1': array([ 1.,  0., nan]), 'recall@2': array([ 1.,  1., nan])}
     """
     if not (metrics and isinstance(metrics, list) and isinstance(metrics[0], Metric)):
         metrics = parse_metrics(metrics)
@@ -134,16 +141,77 @@ def retrieval_metrics(neighbors: np.ndarray, query_labels: np.ndarray, gallery_l
     r = relevant_counts(query_labels, np.asarray(gallery_labels), self_index)
     keep = r > 0
     rel = relevance(neighbors, query_labels, gallery_labels)[keep]
-    out: dict = {}
+    out: dict[str, np.ndarray] = {}
     for m in metrics:
-        if not keep.any():
-            out[m.name] = float("nan")
-        elif m.kind == "recall":
-            out[m.name] = float(recall_at_k(rel, m.k).mean())
+        values = np.full(len(query_labels), np.nan)
+        if m.kind == "recall":
+            values[keep] = recall_at_k(rel, m.k)
         elif m.kind == "precision":
-            out[m.name] = float(precision_at_k(rel, m.k).mean())
+            values[keep] = precision_at_k(rel, m.k)
         else:
-            out[m.name] = float(average_precision_at_r(rel, r[keep]).mean())
-    out["queries"] = int(keep.sum())
-    out["lone_queries"] = int((~keep).sum())
+            values[keep] = average_precision_at_r(rel, r[keep])
+        out[m.name] = values
     return out
+
+
+def summarize(per_query: dict[str, np.ndarray]) -> dict:
+    """{metric name: mean over the scored queries (NaN when none), 'queries': scored, 'lone_queries': not}."""
+    scored = ~np.isnan(next(iter(per_query.values())))
+    out: dict = {name: float(v[scored].mean()) if scored.any() else float("nan") for name, v in per_query.items()}
+    out["queries"] = int(scored.sum())
+    out["lone_queries"] = int((~scored).sum())
+    return out
+
+
+def retrieval_metrics(neighbors: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray,
+                      metrics: list[Metric] | list[str] | str, self_index: np.ndarray | None = None) -> dict:
+    """{metric name: value in [0, 1], 'queries': queries scored, 'lone_queries': queries excluded}.
+
+    `neighbors` (queries, k) holds gallery indices, nearest first, the query itself already removed;
+    `self_index[i]` is query i's own index in the gallery (-1 when it is not in the gallery).
+    """
+    return summarize(per_query_metrics(neighbors, query_labels, gallery_labels, metrics, self_index))
+
+
+# ---------------------------------------------------------------- embeddings in, scores out (search, then score)
+@dataclass
+class Evaluation:
+    metrics: dict
+    per_query: dict[str, np.ndarray]  # metric name -> one value per query (NaN: a lone query)
+    result: knn.SearchResult
+    queries: np.ndarray  # rows (of the embedded set) that are queries
+    gallery: np.ndarray  # rows that form the gallery, in index order
+
+
+def query_gallery(n: int, is_query: np.ndarray | None, is_gallery: np.ndarray | None, readable: np.ndarray):
+    """Query rows, gallery rows and each query's own position in the gallery (-1: not in it)."""
+    q = np.ones(n, bool) if is_query is None else np.asarray(is_query, bool)
+    g = np.ones(n, bool) if is_gallery is None else np.asarray(is_gallery, bool)
+    queries = np.flatnonzero(q & readable)
+    gallery = np.flatnonzero(g & readable)
+    position = np.full(n, -1, np.int64)
+    position[gallery] = np.arange(len(gallery))
+    return queries, gallery, position[queries]
+
+
+def evaluate_embeddings(emb: np.ndarray, labels: np.ndarray, metrics: list[Metric], *,
+                        is_query: np.ndarray | None = None, is_gallery: np.ndarray | None = None,
+                        readable: np.ndarray | None = None, backend: str = "auto", index: str = "flat",
+                        device: str | None = None, extra_k: int = 0) -> Evaluation:
+    labels = np.asarray(labels)
+    readable = np.ones(len(labels), bool) if readable is None else readable
+    queries, gallery, self_index = query_gallery(len(labels), is_query, is_gallery, readable)
+    if len(gallery) == 0:
+        raise RetrievalError("the gallery is empty: no readable gallery items to search")
+    if len(queries) == 0:
+        raise RetrievalError("there are no queries: no readable items marked is_query")
+    r = relevant_counts(labels[queries], labels[gallery], self_index)
+    k = max(neighbours_needed(metrics, r), extra_k)
+    result = knn.search(emb[queries], emb[gallery], k, self_index=self_index, backend=backend, index=index,
+                        device=device)
+    per_query = per_query_metrics(result.indices, labels[queries], labels[gallery], metrics, self_index=self_index)
+    scores = summarize(per_query)
+    scores.update(backend=result.backend, exact=result.exact, gallery=len(gallery), definition=DEFINITION)
+    if result.note:
+        scores["note"] = result.note
+    return Evaluation(scores, per_query, result, queries, gallery)

@@ -1,18 +1,17 @@
-"""The retrieval stage: zero-shot data, the embedding model's head and loss, validation by Recall@K, and
-`transfer retrieve` (embed, index, search, score, picture).
+"""What a retrieval run writes and `transfer retrieve`: embed, index, search, score, picture. (Training a
+retrieval model is the retrieval task of stages/tasks.py.)
 
     RUN/retrieval/metrics.json     {metric: value, backend, exact, definition, queries, gallery}
     RUN/retrieval/embeddings.npz   embeddings (n x d float32, L2-normalised), labels, ids, is_query, is_gallery
+    RUN/retrieval/per_query.csv    each query's id, class and own score per metric (empty: a lone query)
     RUN/retrieval/index.faiss      an exact inner-product FAISS index of the gallery rows (in npz order)
     RUN/retrieval/grid.png         queries with their nearest gallery images (green: same class)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,48 +20,23 @@ from torch import nn
 
 from ..data.loader import eval_dataset, eval_loader
 from ..data.sources import DataError, FileRecords, Records, open_split
-from ..errors import ConfigError, TransferError
+from ..errors import RetrievalError, TransferError
 from ..eval import index as knn
 from ..eval.inference import embed
-from ..eval.retrieval import DEFINITION, Metric, neighbours_needed, parse_metrics, relevant_counts, retrieval_metrics
-from ..files import atomic_savefig, atomic_write_bytes, building_dir, check_output_dir, make_dir
+from ..eval.retrieval import Evaluation, Metric, evaluate_embeddings, parse_metrics
+from ..files import (
+    atomic_savefig,
+    atomic_write_bytes,
+    atomic_write_csv,
+    building_dir,
+    check_output_dir,
+    make_dir,
+    pyplot,
+)
 from ..recipe import Recipe, RetrievalSection
 from ..runtime import resolve_device
 
 log = logging.getLogger("transfer")
-
-
-class RetrievalError(TransferError):
-    """A retrieval input that cannot be used (no embedding model, empty gallery, malformed embeddings)."""
-
-
-# ------------------------------------------------------------------------------------------------ training
-def zero_shot_train(records: Records) -> Records:
-    """Training labels renumbered 0..T-1 over the classes present (a retrieval dataset's label space covers
-    its test classes too; the training head needs only the training ones)."""
-    present, labels = np.unique(records.labels, return_inverse=True)
-    return dataclasses.replace(records, labels=labels.astype(np.int64), classes=[records.classes[i] for i in present])
-
-
-def head_options(cfg: RetrievalSection) -> dict:
-    """The classifier the loss needs: linear for softmax, cosine (scale s) for cosine-softmax and ArcFace."""
-    if cfg.loss == "softmax":
-        return {"head": "linear"}
-    return {"head": "cosine", "head_scale": cfg.scale}
-
-
-def check_recipe(recipe: Recipe) -> list[Metric]:
-    cfg = recipe.retrieval
-    metrics = parse_metrics(cfg.metrics)
-    if cfg.select not in [m.name for m in metrics]:
-        raise ConfigError(f"retrieval.select={cfg.select!r} is not among retrieval.metrics "
-                          f"({', '.join(m.name for m in metrics)}); add it there or choose one of those")
-    if cfg.loss == "arcface" and recipe.regularization.mixup.alpha > 0:
-        raise ConfigError("retrieval.loss=arcface puts its margin on one target class; mixed images have two: "
-                          "set regularization.mixup.alpha=0 or use cosine_softmax")
-    if not recipe.data.val_split:
-        raise ConfigError("a retrieval recipe needs data.val_split: the test classes searched at validation")
-    return metrics
 
 
 # ------------------------------------------------------------------------------------------------ embedding
@@ -73,65 +47,9 @@ def embedding_model(model: nn.Module, where: str) -> nn.Module:
     return model
 
 
-@dataclass
-class Evaluation:
-    metrics: dict
-    result: knn.SearchResult
-    queries: np.ndarray  # rows (of the embedded set) that are queries
-    gallery: np.ndarray  # rows that form the gallery, in index order
-
-
-def query_gallery(n: int, is_query: np.ndarray | None, is_gallery: np.ndarray | None, readable: np.ndarray):
-    """Query rows, gallery rows and each query's own position in the gallery (-1: not in it)."""
-    q = np.ones(n, bool) if is_query is None else np.asarray(is_query, bool)
-    g = np.ones(n, bool) if is_gallery is None else np.asarray(is_gallery, bool)
-    queries = np.flatnonzero(q & readable)
-    gallery = np.flatnonzero(g & readable)
-    position = np.full(n, -1, np.int64)
-    position[gallery] = np.arange(len(gallery))
-    return queries, gallery, position[queries]
-
-
-def evaluate_embeddings(emb: np.ndarray, labels: np.ndarray, metrics: list[Metric], *,
-                        is_query: np.ndarray | None = None, is_gallery: np.ndarray | None = None,
-                        readable: np.ndarray | None = None, backend: str = "auto", index: str = "flat",
-                        device: str | None = None, extra_k: int = 0) -> Evaluation:
-    labels = np.asarray(labels)
-    readable = np.ones(len(labels), bool) if readable is None else readable
-    queries, gallery, self_index = query_gallery(len(labels), is_query, is_gallery, readable)
-    if len(gallery) == 0:
-        raise RetrievalError("the gallery is empty: no readable gallery items to search")
-    if len(queries) == 0:
-        raise RetrievalError("there are no queries: no readable items marked is_query")
-    r = relevant_counts(labels[queries], labels[gallery], self_index)
-    k = max(neighbours_needed(metrics, r), extra_k)
-    result = knn.search(emb[queries], emb[gallery], k, self_index=self_index, backend=backend, index=index,
-                        device=device)
-    scores = retrieval_metrics(result.indices, labels[queries], labels[gallery], metrics, self_index=self_index)
-    scores.update(backend=result.backend, exact=result.exact, gallery=len(gallery), definition=DEFINITION)
-    if result.note:
-        scores["note"] = result.note
-    return Evaluation(scores, result, queries, gallery)
-
-
-class RetrievalValidation:
-    """The trainer's validation for retrieval runs: embed the test split, search, score."""
-
-    def __init__(self, records: Records, cfg: RetrievalSection):
-        self.records, self.cfg = records, cfg
-        self.metrics = parse_metrics(cfg.metrics)
-
-    def __call__(self, model: nn.Module, loader, device: torch.device, recipe: Recipe, dist) -> dict:
-        emb, readable = embed(model, loader, len(self.records), device, precision=recipe.runtime.precision,
-                              channels_last=recipe.runtime.channels_last, dist=dist)
-        ev = evaluate_embeddings(emb, self.records.labels, self.metrics, is_query=self.records.is_query,
-                                 is_gallery=self.records.is_gallery, readable=readable, backend=self.cfg.backend,
-                                 device=str(device))
-        return {k: v for k, v in ev.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-
-
 # ------------------------------------------------------------------------------------------------ outputs
-OUTPUT_FILES = {"metrics.json", "embeddings.npz", "index.faiss", "grid.png"}  # what save_outputs writes
+# what save_outputs writes
+OUTPUT_FILES = {"metrics.json", "per_query.csv", "embeddings.npz", "index.faiss", "grid.png"}
 
 
 def save_outputs(out: Path, emb: np.ndarray, records: Records, readable: np.ndarray, ev: Evaluation,
@@ -144,6 +62,13 @@ def save_outputs(out: Path, emb: np.ndarray, records: Records, readable: np.ndar
     is_gallery[ev.gallery] = True
     paths = {"metrics": out / "metrics.json", "embeddings": out / "embeddings.npz"}
     atomic_write_bytes(paths["metrics"], (json.dumps(ev.metrics, indent=2) + "\n").encode())
+    paths["per_query"] = out / "per_query.csv"
+    names = list(ev.per_query)
+    labels = np.asarray(records.labels)
+    atomic_write_csv(paths["per_query"], ["id", "class", *names],
+                     ([records.ids[row], _class_name(records, labels[row]),
+                       *("" if np.isnan(ev.per_query[m][i]) else f"{ev.per_query[m][i]:.6g}" for m in names)]
+                      for i, row in enumerate(ev.queries)))
     import io
 
     buf = io.BytesIO()
@@ -162,12 +87,13 @@ def save_outputs(out: Path, emb: np.ndarray, records: Records, readable: np.ndar
     return paths
 
 
+def _class_name(records: Records, label: int) -> str:
+    return records.classes[label] if 0 <= label < len(records.classes) else ""
+
+
 def write_grid(path: Path, records: Records, ev: Evaluation, rows: int = 6, k: int = 5) -> Path:
     """A PNG: `rows` queries spread over the query set, each followed by its k nearest gallery images."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     # one query from each of `rows` classes spread over the label range, so the grid shows different classes
     q_labels = np.asarray(records.labels)[ev.queries]
@@ -191,9 +117,12 @@ def write_grid(path: Path, records: Records, ev: Evaluation, rows: int = 6, k: i
                 ax.imshow(records.load(int(row)))
             except Exception:  # an unreadable image still gets its cell
                 ax.text(0.5, 0.5, "unreadable", ha="center", va="center")
-            label = records.classes[records.labels[row]] if records.labels[row] < len(records.classes) else ""
-            if c == 0:
-                ax.set_title(f"query\n{label}", fontsize=7)
+            label = _class_name(records, records.labels[row])
+            if c == 0:  # the query's own score on the first metric, so a failure is seen as one
+                first = next(iter(ev.per_query))
+                value = ev.per_query[first][qi]
+                own = "lone" if np.isnan(value) else f"{first} {value:.2f}"
+                ax.set_title(f"query {label}\n{own}", fontsize=7)
                 color = "black"
             else:
                 same = records.labels[row] == records.labels[q_row]
