@@ -12,7 +12,12 @@ from .inference import outputs
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: list[int]) -> dict[int, int]:
-    """Number of samples whose label is among the k highest logits, for each k."""
+    """Number of samples whose label is among the k highest logits, for each k.
+
+    >>> logits = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])
+    >>> topk_correct(logits, torch.tensor([2, 0]), [1, 2])   # sample 0's label is second, sample 1's first
+    {1: 1, 2: 2}
+    """
     kmax = min(max(ks), logits.shape[1])
     top = logits.topk(kmax, dim=1).indices
     hit = top == labels.view(-1, 1)
@@ -53,14 +58,24 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, precision: str =
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) counts: row = true class, column = predicted class."""
+    """(K, K) counts: row = true class, column = predicted class.
+
+    >>> confusion_matrix([0, 0, 1, 2], [0, 1, 1, 1], 3)
+    array([[1, 1, 0],
+           [0, 1, 0],
+           [0, 1, 0]])
+    """
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(labels), np.asarray(predictions)), 1)
     return cm
 
 
 def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
-    """Recall of each class (NaN for a class with no samples)."""
+    """Recall of each class (NaN for a class with no samples).
+
+    >>> per_class_accuracy(np.array([[1, 1, 0], [0, 2, 0], [0, 0, 0]]))
+    array([0.5, 1. , nan])
+    """
     totals = cm.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, np.diag(cm) / np.maximum(totals, 1), np.nan)
