@@ -87,3 +87,18 @@ def test_python_dash_m_transfer_and_error_exit_status():
                          text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: unknown model") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["pretrain", "no-such-recipe.yaml"], ["finetune", "--help"]])
+def test_help_and_a_bad_recipe_path_never_import_torch(args, tmp_path):
+    """The fast paths stay fast by construction: torch (seconds to import) is not loaded at all for them."""
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: sys.stderr.write('TORCH LOADED\\n' if 'torch' in sys.modules else ''))\n"
+             f"sys.argv = ['transfer', *{args!r}]\n"
+             "from transfer.cli import main\n"
+             "main()\n")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == (2 if "no-such-recipe.yaml" in args else 0), res.stderr
+    assert "TORCH LOADED" not in res.stderr, f"transfer {' '.join(args)} imported torch"
+    if res.returncode == 2:
+        assert res.stderr.startswith("error: recipe 'no-such-recipe.yaml' not found")

@@ -120,19 +120,73 @@ def test_keep_prob_schedule_is_linear_over_all_steps_and_reaches_the_model():
     assert all(g["lr"] == pytest.approx(sched.lr(19)) for g in opt.param_groups)
 
 
-def test_weight_decay_groups_exclude_batchnorm_but_decay_biases():
-    model = create_model("resnet_tiny", width=0.125, num_classes=3)
+def assembled(**kw):
+    """Assemble-ResNet-50 at 1/8 width with a GeM pool and an embedding layer: every kind of layer the zoo
+    has (deep stem, SK, Big-Little, anti-aliasing, the embedding's BatchNorm1d, a learnable GeM p)."""
+    return create_model("assemble_resnet50", width=0.125, sk_min_dim=4, num_classes=3, embedding_dim=16,
+                        pool="gem", gem_learnable=True, **kw)
+
+
+def decayed_ids(groups):
+    return {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+
+
+def test_weight_decay_groups_by_module_type_on_the_assembled_network():
+    """Walk the modules by type, not by name: every norm's weight and bias is undecayed, every conv and linear
+    weight decayed, the classifier's bias decayed (the paper) unless decay_bias=False, a scalar undecayed, and
+    each parameter is in exactly one group."""
+    model = assembled()
     groups = param_groups(model, 1e-4)
-    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
-    for name, p in model.named_parameters():
-        is_bn = ".bn" in name or "stem.bn1" in name or ".shortcut.bn" in name or name.startswith("stem.bn")
-        if is_bn:
-            assert id(p) not in decayed, name
-    assert id(model.fc.bias) in decayed and id(model.fc.weight) in decayed
-    no_bias = param_groups(model, 1e-4, decay_bias=False)
-    assert id(model.fc.bias) not in {id(p) for g in no_bias if g["weight_decay"] > 0 for p in g["params"]}
+    decayed = decayed_ids(groups)
+    everything = [id(p) for g in groups for p in g["params"]]
+    assert sorted(everything) == sorted(id(p) for p in model.parameters())  # each once
+    kinds = {"norm": 0, "weight": 0, "bias": 0, "scalar": 0}
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                assert id(p) not in decayed, (type(module).__name__, name)
+                kinds["norm"] += 1
+            elif p.ndim == 0:
+                assert id(p) not in decayed, (type(module).__name__, name)
+                kinds["scalar"] += 1
+            elif isinstance(module, torch.nn.Conv2d | torch.nn.Linear) and name == "weight":
+                assert id(p) in decayed, type(module).__name__
+                kinds["weight"] += 1
+            elif name == "bias":
+                assert id(p) in decayed, type(module).__name__
+                kinds["bias"] += 1
+            else:
+                raise AssertionError(f"a parameter of an unexpected kind: {type(module).__name__}.{name}")
+    bns = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert kinds["norm"] == 2 * bns and kinds["scalar"] == 1 and kinds["bias"] >= 1 and kinds["weight"] > 50
+    assert id(model.fc.bias) not in decayed_ids(param_groups(model, 1e-4, decay_bias=False))
+    assert decayed_ids(param_groups(model, 1e-4, decay_norm=True)) >= \
+        {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters(False)}
     scaled = param_groups(model, 1e-4, lr_scale={"stages.": 0.1})
     assert {g["lr_scale"] for g in scaled} == {1.0, 0.1}
+
+
+def test_the_bn_momentum_rule_reaches_every_batchnorm(tmp_path):
+    """The trainer's set-up with optim.bn_momentum_rule gives the rule's momentum to every BatchNorm of the
+    assembled network (SK, deep stem, Big-Little, shortcut, embedding), counted independently from the
+    running statistics in its state dict."""
+    from transfer.engine.trainer import Trainer
+    from transfer.recipe import Recipe
+    from transfer.runtime import Dist
+    from transfer.stages.train import trainer_settings
+
+    recipe = Recipe()
+    recipe.optim.bn_momentum_rule = True
+    recipe.regularization.ema.decay = 0.0
+    model = assembled()
+    trainer = Trainer(model, torch.nn.Identity(), None, None, trainer_settings(recipe), None, Dist(),
+                      validate=None, select="top1")
+    trainer._build(steps_per_epoch=200)  # TF decay max(1 - 10/200, 0.9) = 0.95: momentum 0.05, not the default
+    momenta = [m.momentum for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    running = [k for k in model.state_dict() if k.endswith("running_mean")]
+    assert len(momenta) == len(running) > 90
+    assert bn_momentum_for(200) == pytest.approx(0.05)
+    assert all(m == pytest.approx(0.05) for m in momenta), sorted(set(momenta))
 
 
 def test_bn_momentum_rule():

@@ -139,3 +139,43 @@ def test_missing_and_foreign_files(tmp_path):
 def test_save_is_atomic_and_leaves_no_temporaries(saved):
     _, path = saved
     assert sorted(p.name for p in path.parent.iterdir()) == ["w.json", "w.safetensors"]
+
+
+@pytest.mark.parametrize("failing_write", [1, 2])  # the weights file's write, or the sidecar's after it
+def test_a_save_that_fails_midway_keeps_the_previous_files_and_leaves_nothing(saved, monkeypatch, failing_write):
+    """The disk fills while a new save (other weights, other class names) is written over an old one: the
+    data is in the temporary file but not yet synced. No partial file is left; where the weights' write
+    failed, both old files are intact byte for byte; where the sidecar's failed after the new weights had
+    landed, no stale sidecar describes them (their header's copy does)."""
+    import errno
+
+    from transfer import files
+    from transfer.files import OutputError
+
+    model, path = saved
+    before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
+    calls = []
+    real_fsync = files.os.fsync
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == failing_write:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    other = randomize_bn(create_model("assemble_resnet_tiny", num_classes=10, embedding_dim=16, pool="gem"))
+    new_names = [f"class {i}" for i in range(10)]
+    with pytest.raises(OutputError, match="no space left on the device writing .*previous version .* intact"):
+        save_weights(other, path, class_names=new_names)
+    monkeypatch.undo()
+    x = torch.randn(2, 3, 64, 64)
+    left = sorted(p.name for p in path.parent.iterdir())
+    if failing_write == 1:
+        assert left == ["w.json", "w.safetensors"]  # no temporary file
+        assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before
+        assert torch.equal(outputs(load_model(path), x), outputs(model, x))
+    else:
+        assert left == ["w.safetensors"]
+        assert read_metadata(path)["class_names"] == new_names
+        assert torch.equal(outputs(load_model(path), x), outputs(other, x))

@@ -19,7 +19,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from ..errors import WeightsError
-from ..files import atomic_write_bytes
+from ..files import OutputError, atomic_write_bytes
 
 log = logging.getLogger("transfer")
 
@@ -62,7 +62,9 @@ def model_metadata(model: nn.Module, **extra) -> dict:
 def save_weights(model: nn.Module, path: str | Path, **extra) -> Path:
     """Save `model`'s state as safetensors with its sidecar; `extra` (class names, recipe hash) joins the sidecar.
 
-    Both files are written atomically; the sidecar goes last, so a sidecar always describes its weights.
+    Both files are written atomically, the weights first. A sidecar that cannot be written after them is
+    removed, so that the copy of it in the weights' header (which read_metadata falls back to) describes
+    them: a failed save never leaves an old sidecar beside new weights.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -70,7 +72,11 @@ def save_weights(model: nn.Module, path: str | Path, **extra) -> Path:
     meta = model_metadata(model, **extra)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, safetensors_bytes(state, metadata={"transfer": json.dumps(meta)}))
-    atomic_write_bytes(sidecar_path(path), (json.dumps(meta, indent=2) + "\n").encode())
+    try:
+        atomic_write_bytes(sidecar_path(path), (json.dumps(meta, indent=2) + "\n").encode())
+    except OutputError:
+        sidecar_path(path).unlink(missing_ok=True)
+        raise
     return path
 
 
