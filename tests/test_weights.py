@@ -166,7 +166,7 @@ def test_a_save_that_fails_midway_keeps_the_previous_files_and_leaves_nothing(sa
     monkeypatch.setattr(files.os, "fsync", fsync)
     other = randomize_bn(create_model("assemble_resnet_tiny", num_classes=10, embedding_dim=16, pool="gem"))
     new_names = [f"class {i}" for i in range(10)]
-    with pytest.raises(OutputError, match="no space left on the device writing .*previous version .* intact"):
+    with pytest.raises(OutputError, match=r"no space left on the device writing .*previous version .* intact"):
         save_weights(other, path, class_names=new_names)
     monkeypatch.undo()
     x = torch.randn(2, 3, 64, 64)
