@@ -19,3 +19,12 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
                 m.running_var.copy_(0.5 + torch.rand(n, generator=g))
     return model
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _computing_process():
+    """What the CLI does before every command that runs a network (runtime.configure_process: subnormal floats
+    flushed), done for the tests that call the stages in-process too, so they run at the commands' speed."""
+    from transfer.runtime import configure_process
+
+    configure_process()
