@@ -1,5 +1,13 @@
-import pytest
-import torch
+import os
+
+# The suite runs in two pytest-xdist workers, each with torch's two threads, and its training tests start
+# subprocesses: more threads than cores. OpenMP's default is to spin while it waits for work, which burns the
+# core another process needs; a passive wait gives it up. Set before torch (and its OpenMP) loads, and inherited
+# by every subprocess the tests start. It changes no result: only how idle threads wait.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402 (after the OpenMP setting above)
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
