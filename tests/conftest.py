@@ -6,8 +6,8 @@ import os
 # by every subprocess the tests start. It changes no result: only how idle threads wait.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pytest  # noqa: E402 (after the OpenMP setting above)
-import torch  # noqa: E402
+import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
