@@ -269,15 +269,18 @@ class AvgPool(nn.Module):
         return x.mean((2, 3))
 
 
-def tf_variance_scaling_(weight: torch.Tensor) -> torch.Tensor:
-    """He initialisation as the official TF code draws it: fan_in, truncated normal at 2 std.
+def tf_variance_scaling_(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """TF 1.x's `tf.variance_scaling_initializer()` with its defaults, the official code's for every conv and
+    the embedding (nets/model_helper.py:77, nets/blocks.py:138-179, nets/resnet_model.py:579): scale 1, fan_in,
+    a normal truncated at 2 std, so variance scale / fan_in (LeCun's, half of He's 2 / fan_in).
 
-    TF divides the std by 0.8796 so that the truncated distribution keeps variance 2 / fan_in. Drawn as TF
-    does, by redrawing the values beyond 2 std (about 4.6% a round): torch's trunc_normal_ inverts the CDF,
-    which takes 6 s for a ResNet-50 on a 2-core CPU, this a tenth of that.
+    TF divides the std by 0.8796 (the std of a unit normal truncated at +-2) so that the truncated
+    distribution keeps that variance. Drawn as TF does, by redrawing the values beyond 2 std (about 4.6% a
+    round): torch's trunc_normal_ inverts the CDF, which takes 6 s for a ResNet-50 on a 2-core CPU, this a
+    tenth of that. `weight` is (out, in, ...): fan_in is one output's element count.
     """
     fan_in = weight[0].numel()
-    std = math.sqrt(2.0 / fan_in) / 0.87962566103423978
+    std = math.sqrt(scale / fan_in) / 0.87962566103423978
     with torch.no_grad():
         flat = weight.view(-1)
         flat.normal_(0.0, std)

@@ -481,12 +481,22 @@ class ResNet(nn.Module):
             self._init_weights()
 
     def _init_weights(self) -> None:
+        """The official graph's initialisers (TF 1.14 defaults; tests/test_init.py checks each layer against
+        the graph's own draws): every conv, SE and SK 1x1 included, and the embedding, from
+        `tf.variance_scaling_initializer()` (truncated normal, variance 1 / fan_in); biases 0; BN gamma 1,
+        beta 0, and gamma 0 on each block's last BN with zero_gamma (the official pre-training flag,
+        nets/resnet_model.py:84). The classifier is `reset_classifier`'s."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 tf_variance_scaling_(m.weight)
+                if m.bias is not None:  # timm's SE convs (se_bias); TF's default bias initialiser is zeros
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if isinstance(self.embedding, nn.Sequential):
+            # the official embedding is a bias-free 1x1 conv on the pooled map (nets/resnet_model.py:576-580)
+            tf_variance_scaling_(self.embedding[0].weight)
         if self.config.zero_gamma:
             for m in self.modules():
                 if isinstance(m, ResidualBlock):
@@ -499,8 +509,10 @@ class ResNet(nn.Module):
             self.fc = CosineClassifier(self.num_features, num_classes, self.config.head_scale)
         elif num_classes:
             fc = nn.Linear(self.num_features, num_classes)
-            nn.init.normal_(fc.weight, std=0.01)
-            nn.init.zeros_(fc.bias)  # the paper's zero FC bias
+            # tf.layers.dense without a kernel initialiser: Glorot-uniform, U(+-sqrt(6 / (in + out))); the
+            # softmax loss's bias initialiser is zeros (nets/resnet_model.py:240, 595-597)
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.zeros_(fc.bias)
             self.fc = fc
         else:
             self.fc = nn.Identity()
