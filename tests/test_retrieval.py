@@ -284,3 +284,41 @@ def test_shipped_retrieval_recipes_validate(name):
         assert r.augment.eval_crop == "none" and r.augment.eval_resolution == 256
     assert (r.retrieval.loss == "arcface") == (name in ("sop", "inshop"))
     assert os.path.basename(name) in str(find_recipe(f"{name}.yaml"))
+
+
+def test_the_head_trains_on_relu_of_the_embedding_and_retrieval_embeds_the_bn_output(tmp_path):
+    """As the official graph (nets/resnet_model.py:589-593): the classifier reads ReLU(BN(W x)), the embedding
+    is BN(W x) itself; the model is built as the retrieval stage builds it, the references by hand."""
+    from transfer.recipe import load_recipe
+    from transfer.stages.tasks import Retrieval, StageData
+    from transfer.stages.train import build_model
+
+    def recipe(loss="cosine_softmax", **options):
+        sections = {**RETRIEVAL, "model": {"options": {**RETRIEVAL["model"]["options"], "embedding_dim": 12,
+                                                       **options}},
+                    "retrieval": {**RETRIEVAL["retrieval"], "loss": loss}}
+        return load_recipe(tiny_recipe(tmp_path, **sections))
+
+    def built(**options):
+        r = recipe(**options)
+        torch.manual_seed(0)
+        return build_model(r, Retrieval(r), StageData([], None, [f"c{i}" for i in range(5)]))[0]
+
+    assert Retrieval(recipe("softmax")).head_options() == {"head": "linear", "embedding_relu": True}
+    model = built()
+    assert model.overrides["embedding_relu"] is True  # recorded in the weights files' sidecars
+    x = torch.randn(4, 3, 32, 32)
+    linear, bn = model.embedding
+    model.train()
+    features = model.pool(model.forward_features(x))
+    emb = bn(linear(features))  # training-mode BN: the batch's statistics
+    assert (emb < 0).any()  # so that the ReLU matters
+    logits = model.fc(torch.relu(emb))
+    assert torch.allclose(model(x), logits, atol=1e-5)
+    assert not torch.allclose(model.fc(emb), logits, atol=1e-3)
+    model.eval()
+    by_hand = bn(linear(model.pool(model.forward_features(x))))
+    assert torch.equal(model.pool_features(x), by_hand) and (by_hand < 0).any()
+
+    plain = built(embedding_relu=False)  # the recipe's choice wins over the task's default
+    assert torch.equal(plain.forward_head(by_hand), plain.fc(by_hand))

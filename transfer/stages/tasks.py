@@ -105,10 +105,15 @@ class Retrieval:
         return StageData(train, open_split(r.data, r.data.val_split), train.classes)
 
     def head_options(self) -> dict:
-        """The classifier the loss needs: linear for softmax, cosine (scale s) for cosine-softmax and ArcFace."""
+        """The classifier the loss needs: linear for softmax, cosine (scale s) for cosine-softmax and ArcFace.
+
+        The classifier reads ReLU(BN(embedding)) and retrieval embeds BN(embedding), as the official graph does
+        (nets/resnet_model.py:589-593); `model.options.embedding_relu: false` feeds it the embedding itself. The
+        choice is recorded in the run's weights files, whatever the backbone had."""
+        relu = {"embedding_relu": bool(self.recipe.model.options.get("embedding_relu", True))}
         if self.cfg.loss == "softmax":
-            return {"head": "linear"}
-        return {"head": "cosine", "head_scale": self.cfg.scale}
+            return {"head": "linear", **relu}
+        return {"head": "cosine", "head_scale": self.cfg.scale, **relu}
 
     def objective(self, data: StageData) -> Objective:
         arcface = self.cfg.loss == "arcface"
