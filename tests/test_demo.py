@@ -126,3 +126,54 @@ def test_report_opens_with_the_numbers_and_shows_only_figures_the_run_made(demo)
     ft = {(r["init"], r["labels_per_class"]): r["value"] for r in summary["rows"] if r["stage"].startswith("fine")}
     for key in (("pretrained", 5), ("random", 5), ("pretrained", None), ("random", None), ("pixels", 5)):
         assert f"{ft[key]:.3f}" in opening, key
+
+
+def test_over_seeds_says_which_gains_held_on_every_seed(tmp_path):
+    """Hand-made results of three seeds: a gain on all three holds, one lost on a seed does not, and for the
+    corruption error a gain is a lower value."""
+    from transfer.stages.demo_report import DemoResult, over_seeds, write_seeds_report
+
+    def result(seed, top1_pre, top1_rnd, mce_pre, mce_rnd, r1_pre, r1_rnd):
+        res = DemoResult(tmp_path / f"seed-{seed}")
+        res.rows = [{"stage": "pretrain (invented alphabet)", "init": "random", "metric": "top-1", "value": 0.9,
+                     "labels_per_class": None}]
+        for init, top1, mce, r1 in (("pretrained", top1_pre, mce_pre, r1_pre), ("random", top1_rnd, mce_rnd, r1_rnd)):
+            res.rows += [{"stage": "fine-tune (digits)", "init": init, "metric": "top-1", "value": top1,
+                          "labels_per_class": 10},
+                         {"stage": "retrieval (digits 5-9, unseen)", "init": init, "metric": "recall@1", "value": r1,
+                          "labels_per_class": None},
+                         {"stage": "robustness", "init": init, "metric": "mCE (unnormalised)", "value": mce,
+                          "labels_per_class": None}]
+        res.rows.append({"stage": "fine-tune (digits)", "init": "pixels", "metric": "top-1", "value": 0.8,
+                         "labels_per_class": 10})
+        res.seconds = {"pretrain": 10.0 + seed}
+        return res
+
+    per_seed = {0: result(0, 0.95, 0.85, 0.30, 0.40, 0.9, 0.8), 1: result(1, 0.93, 0.86, 0.35, 0.33, 0.9, 0.7),
+                2: result(2, 0.96, 0.80, 0.20, 0.45, 0.7, 0.8)}
+    rows = {r["metric"]: r for r in over_seeds(per_seed)}
+    assert set(rows) == {"top-1", "recall@1", "mCE (unnormalised)"}  # the pretraining row compares nothing
+    top1 = rows["top-1"]
+    assert top1["difference"] == pytest.approx({0: 0.10, 1: 0.07, 2: 0.16})
+    assert top1["holds"] and top1["smallest_gain"] == pytest.approx(0.07) and top1["labels_per_class"] == 10
+    assert not rows["recall@1"]["holds"] and rows["recall@1"]["smallest_gain"] == pytest.approx(-0.1)
+    # mCE: lower is better; seed 1 made it worse by 0.02
+    assert not rows["mCE (unnormalised)"]["holds"]
+    assert rows["mCE (unnormalised)"]["smallest_gain"] == pytest.approx(-0.02)
+    write_seeds_report(tmp_path, per_seed)
+    saved = json.loads((tmp_path / "seeds.json").read_text())
+    assert saved["seeds"] == [0, 1, 2] and len(saved["comparisons"]) == 3
+    page = (tmp_path / "report.html").read_text()
+    assert "in 1 of 3 comparisons" in page and "by at least 0.070" in page
+    assert re.findall(r"href='([^']+)'", page) == ["seed-0/report.html", "seed-1/report.html", "seed-2/report.html"]
+
+
+@pytest.mark.parametrize("seeds, said", [("0,x", "not a comma-separated list of integers"),
+                                         ("1,1", "each seed once")])
+def test_bad_seeds_are_one_line(tmp_path, seeds, said):
+    from click.testing import CliRunner
+
+    from transfer.cli import cli
+
+    res = CliRunner().invoke(cli, ["demo", "--seeds", seeds, "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and said in res.output and not (tmp_path / "d").exists()

@@ -7,6 +7,9 @@
     DEMO/finetune-*/robustness/               corruption errors and unnormalised mCE (all-label classifiers)
     DEMO/figures/, summary.json, report.md, report.html
 
+With several seeds (`transfer demo --seeds 0,1,2,3,4`) each seed's demo goes to DEMO/seed-N/ and DEMO/report.html
+says, for every comparison, each seed's difference and whether the gain held on all of them (seeds.json).
+
 Beside each budget's two fine-tunings, two linear baselines on the same images (probes.py). Every figure in
 the report is computed by this run; nothing is copied in.
 """
@@ -24,7 +27,7 @@ from ..files import OutputError, make_dir
 from ..recipe import load_recipe, merge_dicts
 from ..recipes import find_recipe
 from ..runs import resolve_weights
-from .demo_report import DemoResult, write_report
+from .demo_report import DemoResult, write_report, write_seeds_report
 
 log = logging.getLogger("transfer")
 
@@ -155,3 +158,19 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
                          "value": r["mce_unnormalized"], "labels_per_class": None})
     write_report(res, seed=seed, quick=quick, robustness=ROBUSTNESS["quick" if quick else "full"])
     return res
+
+
+def run_demo_seeds(out: str | Path, seeds: list[int], *, quick: bool = False, workers: int = 2
+                   ) -> dict[int, DemoResult]:
+    """The demo once per seed, each in its own DEMO/seed-N/, then the report over the seeds."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError(f"--out {out} exists and is not an empty folder; the demo writes a new folder: choose "
+                          f"another --out")
+    make_dir(out)
+    per_seed = {}
+    for seed in seeds:
+        log.info("demo: seed %d (%d of %d)", seed, len(per_seed) + 1, len(seeds))
+        per_seed[seed] = run_demo(out / f"seed-{seed}", seed=seed, quick=quick, workers=workers)
+    write_seeds_report(out, per_seed)
+    return per_seed

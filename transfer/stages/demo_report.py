@@ -146,6 +146,17 @@ def curves_plot(runs: dict[str, Path], path: Path) -> Path:
     return path
 
 
+# Tables scroll inside themselves and images shrink to the page: nothing overflows a narrow window.
+_STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:auto;padding:0 12px}table{border-collapse:collapse;"
+          "display:block;overflow-x:auto}td,th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left}"
+          "img{max-width:100%;height:auto}figure{margin:16px 0}")
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>{body}</body></html>")
+
+
 def write_report(res: DemoResult, *, seed: int, quick: bool, robustness: dict) -> None:
     out = res.out
     rows = summary_table(res)
@@ -188,14 +199,70 @@ def write_report(res: DemoResult, *, seed: int, quick: bool, robustness: dict) -
                f"</figcaption></figure>"
 
     cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
-            f"<title>transfer demo</title><style>body{{font-family:sans-serif;max-width:1000px;margin:auto;"
-            f"padding:0 12px}}table{{border-collapse:collapse;display:block;overflow-x:auto}}td,th{{padding:4px 8px;"
-            f"border-bottom:1px solid #ddd;text-align:left}}img{{max-width:100%;height:auto}}figure{{margin:16px 0}}"
-            f"</style></head><body><h1>transfer demo (seed {seed}{', quick settings' if quick else ''})</h1>"
+    page = _page("transfer demo", f"<h1>transfer demo (seed {seed}{', quick settings' if quick else ''})</h1>"
             + "".join(f"<p>{html.escape(s)}</p>" for s in intro)
             + "".join(img(t, p) for t, p in first)
             + f"<p>{html.escape(method)}</p><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
             + f"</tr>{cells}</table><p>{html.escape(timing)}</p>"
-            + "".join(f"<h2>{html.escape(t)}</h2>" + img(t, p) for t, p in rest) + "</body></html>")
+            + "".join(f"<h2>{html.escape(t)}</h2>" + img(t, p) for t, p in rest))
     atomic_write_bytes(out / "report.html", page.encode())
+
+
+# Which way a metric's gain goes: lower is better for the corruption error, higher for everything else.
+def _better_lower(metric: str) -> bool:
+    return metric.startswith("mCE")
+
+
+def over_seeds(per_seed: dict[int, DemoResult]) -> list[dict]:
+    """Per (stage, metric, labels per class) compared in every seed: each seed's pretrained and random value,
+    their differences, and whether the pretrained backbone was better on every one of the seeds."""
+    tables = {seed: grouped(res.rows) for seed, res in per_seed.items()}
+    keys = [k for k in next(iter(tables.values())) if all(k in t for t in tables.values())]
+    out = []
+    for stage, metric, budget in keys:
+        vals = {s: t[(stage, metric, budget)] for s, t in tables.items()}
+        if any(v.get("pretrained") is None or v.get("random") is None for v in vals.values()):
+            continue  # the pretraining row: one model, nothing to compare
+        diffs = {s: v["pretrained"] - v["random"] for s, v in vals.items()}
+        sign = -1.0 if _better_lower(metric) else 1.0
+        out.append({"stage": stage, "metric": metric, "labels_per_class": budget,
+                    "pretrained": {s: v["pretrained"] for s, v in vals.items()},
+                    "random": {s: v["random"] for s, v in vals.items()}, "difference": diffs,
+                    "smallest_gain": min(sign * d for d in diffs.values()),
+                    "holds": all(sign * d > 0 for d in diffs.values())})
+    return out
+
+
+def _held(r: dict) -> str:
+    budget = f" at {_budget(r['labels_per_class'])} labels per class" if r["stage"].startswith("fine-tune") else ""
+    return f"{r['stage']} {r['metric']}{budget} (by at least {r['smallest_gain']:.3f})"
+
+
+def write_seeds_report(out: Path, per_seed: dict[int, DemoResult]) -> list[dict]:
+    """seeds.json and report.md / report.html of a demo run once per seed: for every comparison, each seed's
+    difference and whether the gain held on all of them; each seed's own report is linked."""
+    rows = over_seeds(per_seed)
+    seeds = sorted(per_seed)
+    data = {"seeds": seeds, "seconds": {s: sum(per_seed[s].seconds.values()) for s in seeds}, "comparisons": rows}
+    atomic_write_bytes(out / "seeds.json", (json.dumps(data, indent=2) + "\n").encode())
+    header = ["stage", "metric", "labels per class", *(f"seed {s}: pretrained - random" for s in seeds),
+              "smallest gain", "held on every seed"]
+    table = [[r["stage"], r["metric"], _budget(r["labels_per_class"]) if r["stage"].startswith("fine-tune") else "",
+              *(f"{r['difference'][s]:+.4f}" for s in seeds), f"{r['smallest_gain']:+.4f}",
+              "yes" if r["holds"] else "no"] for r in rows]
+    held = [r for r in rows if r["holds"]]
+    said = (f"Over seeds {', '.join(map(str, seeds))}, the pretrained backbone beat random initialisation on every "
+            f"seed in {len(held)} of {len(rows)} comparisons" + (": " + "; ".join(map(_held, held)) if held else "")
+            + ".")
+    links = [(f"seed {s}", f"seed-{s}/report.html") for s in seeds]
+    md = [f"# transfer demo over seeds {', '.join(map(str, seeds))}", "", said, "",
+          "| " + " | ".join(header) + " |", "|" + " --- |" * len(header), *("| " + " | ".join(r) + " |" for r in table),
+          "", "Each seed's report: " + ", ".join(f"[{t}]({p.replace('.html', '.md')})" for t, p in links), ""]
+    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in table)
+    page = _page("transfer demo over seeds",
+                 f"<h1>transfer demo over seeds {html.escape(', '.join(map(str, seeds)))}</h1><p>{html.escape(said)}"
+                 "</p><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + f"</tr>{cells}</table>"
+                 "<p>" + ", ".join(f"<a href='{html.escape(p)}'>{html.escape(t)}</a>" for t, p in links) + "</p>")
+    atomic_write_bytes(out / "report.html", page.encode())
+    return rows
