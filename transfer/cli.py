@@ -409,11 +409,19 @@ def _evaluate_robustness(weights_or_run, data_path, split, batch_size, device, w
 @click.option("--workers", default=2, show_default=True, help="Data-loading worker processes.")
 @click.option("--save-logits", type=click.Path(dir_okay=False),
               help="Also write the logits as a .npy file, one row per image (teacher logits for distillation).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="The weights file of a timm:NAME model: a state_dict as timm publishes it (.safetensors, "
+              ".bin, .pth), as for timm's validate.py --checkpoint.")
+@click.option("--recipe", "recipe_arg", help="Evaluate on this training recipe's training images, in its "
+              "training order (with --save-logits: the teacher logits its distillation.logits reads).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="A table, or one JSON object of the metrics.")
 @robustness_options
-def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt, **robust) -> None:
-    """Top-1 / top-5 accuracy of a weights file or a run directory (its best weights).
+def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save_logits, checkpoint, recipe_arg, fmt,
+             **robust) -> None:
+    """Top-1 / top-5 accuracy of a weights file, a run directory (its best weights), or timm:NAME (a timm
+    model with --checkpoint FILE, fed with timm's own preprocessing for NAME, e.g. timm:tf_efficientnet_b7 at
+    600 px: a distillation teacher).
 
     With --robustness: clean top-1, mCE over ImageNet-C corruptions (pooled over severities; normalised by
     AlexNet's errors when the data has ImageNet's 1000 classes, unnormalised always) and images/s, plus flip
@@ -421,13 +429,23 @@ def evaluate(weights_or_run, data_path, split, batch_size, device, workers, save
     into RUN/robustness (or --out).
     """
     if robust["robustness"] or any(v is not None and v is not False for k, v in robust.items() if k != "robustness"):
+        if checkpoint or recipe_arg or weights_or_run.startswith("timm:"):
+            raise TransferError("--robustness evaluates this package's weights on a data split; timm:NAME, "
+                                "--checkpoint and --recipe are for the clean evaluation: drop --robustness")
         return _evaluate_robustness(weights_or_run, data_path, split, batch_size, device, workers, save_logits, fmt,
                                     **robust)
     _start_computing()
-    from .stages.evaluation import evaluate_classifier
+    if recipe_arg is not None:
+        from .stages.distillation import evaluate_on_training_images
 
-    result = evaluate_classifier(weights_or_run, data_path=data_path, split=split, batch_size=batch_size,
-                                 device=device, workers=workers, save_logits=save_logits)
+        result = evaluate_on_training_images(weights_or_run, recipe_arg, data_path=data_path, split=split,
+                                             checkpoint=checkpoint, batch_size=batch_size, device=device,
+                                             workers=workers, save_logits=save_logits)
+    else:
+        from .stages.evaluation import evaluate_classifier
+
+        result = evaluate_classifier(weights_or_run, data_path=data_path, split=split, batch_size=batch_size,
+                                     device=device, workers=workers, save_logits=save_logits, checkpoint=checkpoint)
     shown = {k: v for k, v in result.items() if k not in ("logits", "indices")}
     if fmt == "json":
         click.echo(json.dumps(shown))

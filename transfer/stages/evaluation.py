@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from ..data.loader import eval_dataset, eval_loader
-from ..data.sources import open_split
+from ..data.loader import TransformedDataset, eval_dataset, eval_loader
+from ..data.sources import DataError, Records, open_split
 from ..errors import ConfigError
 from ..eval.classify import evaluate
 from ..eval.inference import outputs
 from ..files import atomic_write_bytes, atomic_write_csv, check_output_file
 from ..models import load_model
+from ..models.teachers import is_timm_name, load_timm_teacher
 from ..recipe import DataSection, Recipe, load_recipe
 from ..runs import resolve_weights, run_holding
 from ..runtime import resolve_device
+
+log = logging.getLogger("transfer")
 
 
 def data_section(data_path: str | None, run_recipe: Recipe | None) -> DataSection:
@@ -53,42 +57,98 @@ def open_for_evaluation(weights_or_run: str, data_path: str | None, split: str |
     data = data_section(data_path, run_recipe)
     split = split or data.val_split
     records = open_split(data, split, model.weights_metadata.get("class_names"))
-    if model.num_classes and len(records.classes) != model.num_classes:
-        raise ConfigError(f"{weights} predicts {model.num_classes} classes but {data.path or data.source} split "
-                          f"{split!r} has {len(records.classes)}")
+    check_class_count(weights, model.num_classes, records, f"{data.path or data.source} split {split!r}")
     return weights, model, records, split
 
 
-def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, split: str | None = None,
-                        batch_size: int = 64, device: str = "auto", workers: int = 2,
-                        save_logits: str | None = None) -> dict:
+def check_class_count(what, num_classes: int, records: Records, where: str) -> None:
+    if num_classes and len(records.classes) != num_classes:
+        raise ConfigError(f"{what} predicts {num_classes} classes but {where} has {len(records.classes)}")
+
+
+def open_model(weights_or_run: str, checkpoint: str | None):
+    """(what is evaluated, model, its evaluation transform, its class names or None, a timm teacher or None)."""
+    if is_timm_name(weights_or_run):
+        teacher = load_timm_teacher(weights_or_run, checkpoint)
+        return teacher.weights, teacher.model, teacher.transform, None, teacher
+    weights = resolve_weights(weights_or_run)
+    model = load_model(weights)
+    return weights, model, model.input_spec.eval_transform(), model.weights_metadata.get("class_names"), None
+
+
+def check_options(weights_or_run: str, *, batch_size: int, save_logits: str | None, checkpoint: str | None) -> None:
+    """The command line's own mistakes, found before any model or data is opened."""
     if save_logits:
         if Path(save_logits).suffix != ".npy":
             raise ConfigError(f"--save-logits {save_logits}: give a .npy file name")
         check_output_file(Path(save_logits), _is_npy, ".npy array")
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: give at least 1")
-    weights, model, records, split = open_for_evaluation(weights_or_run, data_path, split)
+    if checkpoint is not None and not is_timm_name(weights_or_run):
+        raise ConfigError(f"--checkpoint is the weights file of a timm:NAME model; {weights_or_run} is this "
+                          f"package's weights or run already: drop --checkpoint")
+
+
+def logits_by_sample(result: dict, n: int) -> np.ndarray:
+    """(n, classes) float32: row i the logits of sample i (the index the training loader hands the
+    objective); rows of unreadable images are zero, a uniform teacher (training skips those images anyway)."""
+    if not len(result["indices"]):
+        raise DataError(f"none of the {n} images could be read; no logits written")
+    out = np.zeros((n, result["logits"].shape[1]), dtype=np.float32)
+    out[result["indices"]] = result["logits"]
+    if result["bad_images"]:
+        log.warning("%d unreadable images: their rows of logits are zero", result["bad_images"])
+    return out
+
+
+def run_evaluation(opened: tuple, records: Records, split: str, *, batch_size: int, device: str, workers: int,
+                   save_logits: str | None) -> dict:
+    """`opened` (open_model's answer) on `records` with its own transform: the metrics, and with `save_logits`
+    the logits as .npy, row i = sample i of `records`."""
+    weights, model, transform, _, teacher = opened
     dev = resolve_device(device)
     model.to(dev)
-    dataset = eval_dataset(records, model.input_spec)
+    dataset = TransformedDataset(records, transform)
     result = evaluate(model, eval_loader(dataset, batch_size, workers), dev, keep_logits=save_logits is not None)
-    result = {"weights": str(weights), "split": split, **result}
+    result = {"weights": str(weights), **({"model": f"timm:{teacher.name}", "preprocessing": teacher.describe()}
+                                          if teacher else {}), "split": split, **result}
     if save_logits:
         import io
 
         buf = io.BytesIO()
-        np.save(buf, result["logits"].astype(np.float32))
+        np.save(buf, logits_by_sample(result, len(records)))
         atomic_write_bytes(Path(save_logits), buf.getvalue())
         result["logits_file"] = save_logits
     return result
 
 
+def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, split: str | None = None,
+                        batch_size: int = 64, device: str = "auto", workers: int = 2,
+                        save_logits: str | None = None, checkpoint: str | None = None) -> dict:
+    """Top-1 / top-5 and loss of this package's weights (a file or a run) or of a timm model (`timm:NAME` with
+    `checkpoint`, fed as timm feeds it) on a data split; with `save_logits`, the logits as .npy, row i = image
+    i of the split. (A training recipe's own images, in its order: stages/distillation.py.)"""
+    check_options(weights_or_run, batch_size=batch_size, save_logits=save_logits, checkpoint=checkpoint)
+    if is_timm_name(weights_or_run):
+        if data_path is None:
+            raise ConfigError(f"{weights_or_run} needs the images: --recipe RECIPE (its training images, in its "
+                              f"order: teacher logits) or --data PATH")
+        opened = open_model(weights_or_run, checkpoint)
+        data = data_section(data_path, None)
+        split = split or data.val_split
+        records = open_split(data, split)
+        check_class_count(weights_or_run, opened[1].num_classes, records, f"{data.path or data.source} split "
+                                                                           f"{split!r}")
+    else:
+        weights, model, records, split = open_for_evaluation(weights_or_run, data_path, split)
+        opened = (weights, model, model.input_spec.eval_transform(), None, None)
+    return run_evaluation(opened, records, split, batch_size=batch_size, device=device, workers=workers,
+                          save_logits=save_logits)
+
+
 def image_paths(items: tuple[str, ...]) -> list[str]:
     """Image files named, and the images inside folders named (sorted)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    from ..data.sources import DataError
 
     paths = []
     for item in items:
