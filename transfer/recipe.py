@@ -155,8 +155,15 @@ class ScheduleSection:
 @dataclass
 class MixupSection:
     alpha: float = opt(0.0, "Beta(alpha, alpha) mixing; 0 turns mixup off (paper: 0.2)", min=0)
-    mode: str = opt("per_sample", "per_sample (one lambda per image, the paper's type 1) or batch",
+    mode: str = opt("per_sample", "per_sample (one lambda per mixed image, as both official mixup types draw it) "
+                    "or batch (one lambda per group of runtime.group_size, or per micro-batch)",
                     choices=("per_sample", "batch"))
+    # in_batch by default: two_batches reads twice the images per step, which the official did silently (its
+    # --mixup_type=1); a recipe that wants the paper's says so, and its comment says why.
+    pairing: str = opt("in_batch", "two_batches (the official --mixup_type=1, the paper's: a step of B samples "
+                       "reads 2B images, each group's first half mixed with its second; an epoch, still N/B "
+                       "steps, reads the images twice) or in_batch (--mixup_type=2: B images give B samples)",
+                       choices=("two_batches", "in_batch"))
 
 
 @dataclass
@@ -230,6 +237,10 @@ class RuntimeSection:
     seed: int = opt(0, "seed of everything random: data order, augmentation, mixup, DropBlock", min=0,
                     max=MAX_SEED)
     sync_bn: bool = opt(False, "synchronised BatchNorm across processes (DDP)")
+    group_size: int | None = opt(None, "samples per group in training: BatchNorm statistics, DropBlock masks and "
+                                 "mixup partners are each group's own, as on one of the official GPUs (8 x 128 "
+                                 "for batch 1024); must divide each process's micro-batch; null: the micro-batch",
+                                 min=1)
     threads: int = opt(0, "CPU threads of the model's kernels (0: PyTorch's default, one per core). A seeded CPU "
                        "run repeats bit for bit on one machine at one thread count; another count sums in another "
                        "order, and the result moves", min=0)

@@ -88,12 +88,19 @@ class EpochBatchSampler(Sampler):
     W times the accumulation sees, in the same groups. The tail that does not fill a step is dropped.
 
     With `repeats` an epoch is that many passes over the n images, shuffled together; each pass gets a key
-    of its own (epoch * repeats + pass), so an image's augmentation differs between its passes.
+    of its own (epoch * repeats * reads + pass), so an image's augmentation differs between its passes.
+
+    With `reads` = 2 (mixup's two_batches pairing) every micro-batch holds `micro` x 2 images and an epoch, still
+    the same number of optimizer steps, reads the images twice: two rounds, each its own shuffle, one after the
+    other, as the official input repeats its shuffled dataset for twice the epochs and batches it by 2B
+    (functions/input_fns.py:98-100, utils/data_util.py:410-460). So a sample's two images are two draws without
+    replacement from one round (a round's last step may straddle two), and a micro-batch is the next stretch
+    of that stream, as one official GPU's batch is.
     """
 
     def __init__(self, n: int, micro: int, *, seed: int = 0, rank: int = 0, world: int = 1, accumulation: int = 1,
-                 repeats: int = 1):
-        self.n, self.micro, self.seed, self.repeats = n, micro, seed, repeats
+                 repeats: int = 1, reads: int = 1):
+        self.n, self.micro, self.seed, self.repeats, self.reads = n, micro, seed, repeats, reads
         self.rank, self.world, self.accumulation = rank, world, accumulation
         self.epoch = 0
         self.start = 0
@@ -110,12 +117,15 @@ class EpochBatchSampler(Sampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
-        order = torch.randperm(self.n * self.repeats, generator=g).tolist()
-        per_step = self.micro * self.world * self.accumulation
+        per_round = self.n * self.repeats
+        order = torch.cat([torch.randperm(per_round, generator=g) + r * per_round for r in range(self.reads)]).tolist()
+        size = self.micro * self.reads
+        per_step = size * self.world * self.accumulation
+        passes = self.repeats * self.reads
         for mb in range(self.start, self.steps_per_epoch * self.accumulation):
             step, a = divmod(mb, self.accumulation)
-            begin = step * per_step + (self.rank * self.accumulation + a) * self.micro
-            yield [(j % self.n, self.epoch * self.repeats + j // self.n) for j in order[begin:begin + self.micro]]
+            begin = step * per_step + (self.rank * self.accumulation + a) * size
+            yield [(j % self.n, self.epoch * passes + j // self.n) for j in order[begin:begin + size]]
 
 
 class ShardSampler(Sampler):

@@ -21,9 +21,11 @@ import torch
 from torch import nn
 
 from ..data.loader import EpochBatchSampler, eval_loader, make_loader
+from ..data.mixing import BatchLayout, reads_per_sample
 from ..data.sources import DataError
 from ..errors import ConfigError, TransferError
 from ..files import fault_point
+from ..models.layers import set_group_size
 from ..models.weights import save_weights
 from ..recipe import OptimSection, OutputSection, RegularizationSection, RuntimeSection, ScheduleSection
 from ..runs import RunDir
@@ -102,6 +104,7 @@ class Trainer:
         self.state = TrainState()
         self.signals = signals or StopSignals()
         self.ema: WeightEma | None = None
+        self.layout = BatchLayout()
 
     # ------------------------------------------------------------------------------------------ setup
     def _micro_batch(self) -> int:
@@ -112,10 +115,29 @@ class Trainer:
                               f"= {self.dist.world} x {o.accumulation}; change --batch-size or optim.accumulation")
         return o.batch_size // per
 
+    def _layout(self, micro: int) -> BatchLayout:
+        """Images read per sample (mixup's pairing) and the groups of samples (runtime.group_size) of a micro-batch."""
+        r = self.settings
+        group = r.runtime.group_size
+        if group and micro % group:
+            raise ConfigError(f"runtime.group_size={group} must divide each process's micro-batch of {micro} samples "
+                              f"(optim.batch_size / (processes x accumulation)); choose a divisor of {micro} or null")
+        if group and r.runtime.sync_bn:
+            raise ConfigError("runtime.group_size keeps BatchNorm statistics within each group, runtime.sync_bn "
+                              "spans every process: set one of them")
+        reads = reads_per_sample(r.regularization.mixup.pairing) if self.objective.mixup_alpha > 0 else 1
+        if reads > 1 and self.dist.is_main:
+            log.info("mixup pairing two_batches: each step of %d samples reads %d images, so an epoch reads the "
+                     "training images %d times", r.optim.batch_size, reads * r.optim.batch_size,
+                     reads * r.schedule.epoch_repeats)
+        return BatchLayout(reads, group)
+
     def _prepare_model(self) -> nn.Module:
         rt = self.settings.runtime
         dev = self.dist.device
         self.model.to(dev)
+        if rt.group_size:
+            set_group_size(self.model, rt.group_size)
         if rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.bn_momentum is not None:
@@ -188,8 +210,10 @@ class Trainer:
         """
         r, d = self.settings, self.dist
         micro = self._micro_batch()
+        self.layout = self._layout(micro)
         sampler = EpochBatchSampler(len(self.train_set), micro, seed=r.runtime.seed, rank=d.rank, world=d.world,
-                                    accumulation=r.optim.accumulation, repeats=r.schedule.epoch_repeats)
+                                    accumulation=r.optim.accumulation, repeats=r.schedule.epoch_repeats,
+                                    reads=self.layout.reads)
         schedules = self._schedules(sampler.steps_per_epoch, resume)
         net, optimizer, scaler = self._build(sampler.steps_per_epoch)
         if resume:
@@ -381,7 +405,7 @@ class Trainer:
         if r.runtime.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = batch.labels.to(d.device, non_blocking=True)
-        x, targets = self.objective.prepare(x, y, batch.indices)
+        x, targets = self.objective.prepare(x, y, batch.indices, self.layout)
         # DDP: gradients are all-reduced only on the last micro-batch of an optimizer step.
         sync = last or not isinstance(net, nn.parallel.DistributedDataParallel)
         ctx = net.no_sync() if not sync else contextlib.nullcontext()

@@ -131,8 +131,10 @@ class DropBlock(nn.Module):
     times `gamma_scale` (0.25 in stage 3, 1.0 in stage 4) on the valid region, grown into b x b blocks
     by max-pooling, and the survivors rescaled by (mask size / kept count). The mask is one (1, C, H, W)
     array shared by the batch, as the official code draws it, unless `shared_mask=False`.
-    Identity in eval mode and at keep_prob = 1. `keep_prob` is a plain attribute set by the engine's
-    schedule (see `set_keep_prob`).
+    With `group_size` (set by `set_group_size`) each group of that many samples gets its own mask and its own
+    rescaling, as each official GPU draws and normalises one for its 128 images; a shorter last group (images
+    the loader skipped) gets one too. Identity in eval mode and at keep_prob = 1. `keep_prob` is a plain
+    attribute set by the engine's schedule (see `set_keep_prob`).
     """
 
     def __init__(self, block_size: int = 7, gamma_scale: float = 1.0, keep_prob: float = 1.0,
@@ -141,6 +143,7 @@ class DropBlock(nn.Module):
         self.block_size = block_size
         self.gamma_scale = gamma_scale
         self.shared_mask = shared_mask
+        self.group_size: int | None = None
         # A tensor, not a float: torch.compile guards on a float attribute (recompiling as the schedule moves,
         # or at least when it leaves 1.0); a buffer is a graph input instead. Not saved: it is schedule state.
         self.register_buffer("_keep_prob", torch.tensor(float(keep_prob)), persistent=False)
@@ -162,7 +165,9 @@ class DropBlock(nn.Module):
         b = min(self.block_size, h, w)
         valid_h, valid_w = h - b + 1, w - b + 1
         gamma = (1.0 - self._keep_prob) * (h * w / (b * b * valid_h * valid_w) * self.gamma_scale)
-        shape = (1 if self.shared_mask else n, c, valid_h, valid_w)
+        size = n if not self.group_size else min(self.group_size, n)
+        groups = -(-n // size)
+        shape = (groups if self.shared_mask else n, c, valid_h, valid_w)
         seeds = (torch.rand(shape, device=x.device) < gamma).to(x.dtype)
         # Seeds sit on the valid region: pad so each seed is the centre of a block fully inside the map.
         lo, hi = (b - 1) // 2, b // 2
@@ -171,12 +176,101 @@ class DropBlock(nn.Module):
         if b % 2 == 0:  # an even kernel with padding b//2 yields one extra row/column
             dropped = dropped[:, :, :h, :w]
         keep = 1.0 - dropped
-        scale = keep.numel() / keep.sum().clamp(min=1.0)
-        return x * keep * scale
+        # Kept counts in float32: a half-precision sum overflows at 65,504 (stage 3 holds 1024 x 14 x 14 values).
+        kept = keep.flatten(1).sum(1, dtype=torch.float32)  # per mask
+        if groups == 1:
+            return x * keep * (keep.numel() / kept.sum().clamp(min=1.0)).to(x.dtype)
+        group = torch.arange(n, device=x.device) // size
+        if self.shared_mask:  # one mask per group
+            scale = (c * h * w) / kept.clamp(min=1.0)
+            keep = keep[group]
+        else:  # a mask per sample: each group's samples counted together
+            values = torch.bincount(group, minlength=groups).to(kept) * (c * h * w)
+            scale = values / torch.zeros_like(values).index_add_(0, group, kept).clamp(min=1.0)
+        return x * keep * scale[group].view(n, 1, 1, 1).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"block_size={self.block_size}, gamma_scale={self.gamma_scale}, "
                 f"keep_prob={self.keep_prob}, shared_mask={self.shared_mask}")
+
+
+class GhostBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of each group of `group_size` samples ("ghost" batch norm,
+    Hoffer 2017): one process with batch 1024 in groups of 128 normalises as the official 8 GPUs x 128 do.
+
+    Each group is normalised by plain BN with its own mean and (biased) variance. The running statistics move
+    as the official per-GPU BN leaves them: every GPU updates its own moving mean and variance with its batch's
+    mean and Bessel-corrected variance (tf.layers.batch_normalization with fused=True, nets/model_helper.py:34-37;
+    the fused kernel's variance keeps the correction), and those variables are synchronised on read with
+    aggregation MEAN (Keras's BatchNormalization declares them ON_READ / MEAN), so the checkpoint and the
+    evaluation see the mean over GPUs. An exponential average is linear, so the mean of the per-GPU averages
+    is the average of the per-step means over groups:
+        running = (1 - momentum) * running + momentum * mean over groups of (group mean, group unbiased var).
+    A shorter last group (images the loader skipped) is one more group in that mean, as a GPU would be.
+    Outside training, or on a batch no larger than a group, it is plain BatchNorm.
+    """
+
+    group_size: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.group_size
+        if not self.training or not g or x.shape[0] <= g:
+            return super().forward(x)
+        self._check_input_dim(x)
+        track = self.track_running_stats and self.running_mean is not None
+        factor = 0.0
+        if track:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        outs, means, variances = [], [], []
+        for part in x.split(g):
+            # momentum 1 into zero / one buffers leaves exactly the part's mean and unbiased variance there
+            mean = torch.zeros_like(self.running_mean) if track else None
+            var = torch.ones_like(self.running_var) if track else None
+            outs.append(F.batch_norm(part, mean, var, self.weight, self.bias, True, 1.0, self.eps))
+            means.append(mean)
+            variances.append(var)
+        if track:
+            with torch.no_grad():
+                self.running_mean.mul_(1 - factor).add_(torch.stack(means).mean(0), alpha=factor)
+                self.running_var.mul_(1 - factor).add_(torch.stack(variances).mean(0), alpha=factor)
+        return torch.cat(outs)
+
+
+class GhostBatchNorm1d(GhostBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+class GhostBatchNorm2d(GhostBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+def _ghost(bn: nn.modules.batchnorm._BatchNorm, group_size: int) -> nn.Module:
+    """`bn` as a GhostBatchNorm holding the same parameter and buffer tensors (the optimizer's stay valid)."""
+    cls = GhostBatchNorm2d if isinstance(bn, nn.BatchNorm2d) else GhostBatchNorm1d
+    ghost = cls.__new__(cls)
+    ghost.__dict__.update(bn.__dict__)  # the same parameters, buffers and hooks: a change of class only
+    ghost.group_size = group_size
+    return ghost
+
+
+def set_group_size(model: nn.Module, group_size: int | None) -> int:
+    """BatchNorm statistics and DropBlock masks per group of `group_size` samples in training (None: the whole
+    batch): every BatchNorm1d/2d becomes a GhostBatchNorm holding the same tensors, so the weights, the state
+    dict and the optimizer's parameters are unchanged. Returns how many layers it set."""
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, GhostBatchNorm):
+                child.group_size = group_size
+            elif type(child) in (nn.BatchNorm1d, nn.BatchNorm2d) and group_size:
+                setattr(parent, name, _ghost(child, group_size))
+            elif isinstance(child, DropBlock):
+                child.group_size = group_size
+            else:
+                continue
+            count += 1
+    return count
 
 
 def set_keep_prob(model: nn.Module, keep_prob: float) -> int:
