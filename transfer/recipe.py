@@ -108,15 +108,21 @@ class AugmentSection:
     eval_resolution: int | None = opt(None, "evaluation crop size (default: the model's)", min=16)
     eval_resize: int | None = opt(None, "shorter side before the evaluation centre crop (default: the model's)",
                                   min=16)
-    train_crop: str = opt("random_resized", "random_resized (the paper's ImageNet crop) or resize_random_crop (its "
-                          "retrieval crop: p=0.5 resize to a 256/224-larger square + random crop, else resize)",
-                          choices=("random_resized", "resize_random_crop"))
+    train_crop: str = opt("random_resized", "distorted_bounding_box (the official ImageNet and fine-tuning crop: "
+                          "TF's sample_distorted_bounding_box, flip, TF 1's bilinear resize without antialiasing), "
+                          "random_resized (torchvision's RandomResizedCrop: uniform area, 7% of crops under a tenth "
+                          "of the image; antialiased resize) or resize_random_crop (the paper's retrieval crop: p=0.5 "
+                          "resize to a 256/224-larger square + random crop, else resize)",
+                          choices=("distorted_bounding_box", "random_resized", "resize_random_crop"))
     eval_crop: str = opt("center", "center (resize the shorter side to eval_resize, centre crop) or none (resize "
                          "to an eval_resolution square: the paper's retrieval evaluation)", choices=("center", "none"))
-    crop_area: list[float] = opt([0.05, 1.0], "random-resized-crop area range (paper: 0.05-1)",
-                                 check=_range_pair(0, 1))
-    crop_aspect: list[float] = opt([0.75, 1.3333333], "random-resized-crop aspect range (paper: 3/4-4/3)",
+    crop_area: list[float] = opt([0.05, 1.0], "training crop area range, a fraction of the image "
+                                 "(distorted_bounding_box, random_resized; paper: 0.05-1)", check=_range_pair(0, 1))
+    crop_aspect: list[float] = opt([0.75, 1.3333333], "training crop aspect range, width / height "
+                                   "(distorted_bounding_box, random_resized; official code: 0.75-1.33)",
                                    check=_range_pair(0))
+    crop_min_covered: float = opt(0.1, "distorted_bounding_box: the least fraction of the image a crop covers "
+                                  "(official: 0.1, so no crop under a tenth of the image)", min=0, max=1)
     hflip: bool = opt(True, "random horizontal flip")
     autoaugment: str = opt("none", "AutoAugment policy after crop and flip", choices=("none", "imagenet", "cifar"))
     normalization: str = opt("mean_std", "mean_std (torchvision), mean_only (the paper's mean subtraction) or "

@@ -20,6 +20,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from ..recipe import AugmentSection
+from .crop import distorted_bounding_box_crop
 
 _INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
            "nearest": InterpolationMode.NEAREST}
@@ -74,9 +75,9 @@ class InputSpec:
                          aug.interpolation)
 
     def train_transform(self, aug: AugmentSection) -> T.Compose:
-        """Random resized crop (the paper's area and aspect ranges), flip, optional AutoAugment, normalise."""
+        """The training crop (the paper's area and aspect ranges), flip, optional AutoAugment, normalise."""
         steps = [T.PILToTensor(), _train_crop(aug, self)]
-        if aug.hflip:
+        if aug.hflip and aug.train_crop != "distorted_bounding_box":  # that one flips before its resize
             steps.append(T.RandomHorizontalFlip())
         if aug.autoaugment != "none":
             policy = T.AutoAugmentPolicy.IMAGENET if aug.autoaugment == "imagenet" else T.AutoAugmentPolicy.CIFAR10
@@ -133,6 +134,10 @@ class TensorToPIL:
 def _train_crop(aug: AugmentSection, prep: InputSpec):
     interp = _INTERP[prep.interpolation]
     r = prep.train_resolution
+    if aug.train_crop == "distorted_bounding_box":
+        return distorted_bounding_box_crop(r, flip=aug.hflip, min_object_covered=aug.crop_min_covered,
+                                           aspect_range=tuple(aug.crop_aspect), area_range=tuple(aug.crop_area),
+                                           interpolation=interp)
     if aug.train_crop == "random_resized":
         return T.RandomResizedCrop(r, scale=tuple(aug.crop_area), ratio=tuple(aug.crop_aspect),
                                    interpolation=interp, antialias=True)
