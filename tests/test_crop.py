@@ -25,9 +25,10 @@ from transfer.data import crop
 from transfer.data.crop import DistortedBoundingBoxCrop, bilinear_resize_asymmetric, distorted_bounding_box_crop
 from transfer.data.loader import TransformedDataset
 from transfer.data.transforms import InputSpec
-from transfer.recipe import AugmentSection
+from transfer.recipe import AugmentSection, load_recipe
 
 FIXTURE = Path(__file__).parent / "fixtures" / "official" / "crop"
+RECIPES = Path(__file__).parent.parent / "recipes"
 OURS = 6000  # boxes drawn here per shape: enough that torchvision's sampler fails by p < 1e-10
 ALPHA = 0.01  # ours must not be rejected at this level
 
@@ -272,3 +273,14 @@ def test_the_resize_is_tf1_bilinear_without_antialiasing(pipeline, meta):
     resize = distorted_bounding_box_crop(32, flip=False, interpolation=InterpolationMode.BICUBIC).transforms[-1]
     assert isinstance(resize, T.Resize) and resize.antialias is False
     assert torch.equal(resize(image), F.resize(image, [32, 32], InterpolationMode.BICUBIC, antialias=False))
+
+
+@pytest.mark.parametrize("name", ["pretrain.yaml", *[f"ablation/e{i}.yaml" for i in range(13)], "food101.yaml",
+                                  "cars.yaml", "flowers.yaml", "aircraft.yaml", "pets.yaml"])
+def test_the_paper_recipes_use_the_official_crop(name, meta):
+    aug = load_recipe(RECIPES / name).augment
+    assert aug.train_crop == "distorted_bounding_box"
+    assert aug.crop_aspect == meta["op_arguments"]["aspect_ratio_range"]
+    assert aug.crop_area == meta["op_arguments"]["area_range"]
+    assert aug.crop_min_covered == meta["op_arguments"]["min_object_covered"]
+    assert aug.interpolation == "bilinear"
