@@ -7,6 +7,7 @@ No download: the timm model is built with random weights and saved as timm publi
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,9 +182,9 @@ def test_a_timm_mistake_is_one_line(teacher, args, fragment):
     assert fragment.replace("RECIPE", str(recipe)) in line, line
 
 
-def test_this_packages_teacher_with_a_recipe_gives_one_row_per_training_sample(teacher):
-    """--recipe serves this package's weights too; a teacher whose classes are the training's in another order
-    would give columns that do not line up with the student's labels: one line."""
+def test_this_packages_teacher_with_a_recipe_gives_its_outputs_in_the_training_class_order(teacher):
+    """--recipe serves this package's weights too. Column j is the student's class j: a teacher whose classes
+    are the training's in another order has its outputs reordered; one with other classes is one line."""
     from transfer.models import create_model
     from transfer.models.weights import save_weights
 
@@ -193,7 +194,38 @@ def test_this_packages_teacher_with_a_recipe_gives_one_row_per_training_sample(t
     save_weights(model, tmp / "own.safetensors", class_names=list(train.classes))
     out = cli_ok("evaluate", tmp / "own.safetensors", "--recipe", recipe, "--save-logits", tmp / "own.npy",
                  "--workers", "0", "--format", "json")
-    assert np.load(tmp / "own.npy").shape == (32, CLASSES) and out["count"] == 32
+    own = np.load(tmp / "own.npy")
+    assert own.shape == (32, CLASSES) and out["count"] == 32
+    # the same network, its outputs named in reverse: output k is the training's class 3 - k
     save_weights(model, tmp / "swapped.safetensors", class_names=list(reversed(train.classes)))
-    line = one_error("evaluate", tmp / "swapped.safetensors", "--recipe", recipe, "--workers", "0")
-    assert "classes are not those of the training images of" in line and "same order" in line
+    swapped = cli_ok("evaluate", tmp / "swapped.safetensors", "--recipe", recipe, "--save-logits",
+                     tmp / "swapped.npy", "--workers", "0", "--format", "json")
+    assert np.abs(np.load(tmp / "swapped.npy") - own[:, ::-1]).max() < 1e-5
+    assert abs(swapped["top1"] - np.mean(own[:, ::-1].argmax(1) == train.labels)) < 1e-9
+    save_weights(model, tmp / "other.safetensors", class_names=["w", "x", "y", "z"])
+    line = one_error("evaluate", tmp / "other.safetensors", "--recipe", recipe, "--workers", "0")
+    assert "classes are not those of the training images of" in line and "'w' against" in line
+
+
+def test_imagenet_outputs_follow_the_wordnet_ids_a_data_prep_folder_records(tmp_path):
+    """timm's ImageNet head is in sorted-synset order (the package's own list of the 1000 synsets says which);
+    data_prep/imagenet.py names its classes in the devkit's order and records their WordNet ids."""
+    from types import SimpleNamespace
+
+    from transfer.errors import ConfigError
+    from transfer.models.teachers import load_timm_teacher
+    from transfer.recipe import DataSection
+    from transfer.stages.evaluation import output_columns
+
+    timm_weights(tmp_path / "in1k.safetensors", num_classes=1000)
+    synsets = (Path(__file__).resolve().parents[1] / "transfer/convert/imagenet_synsets.txt").read_text().split()
+    assert load_timm_teacher(NAME, tmp_path / "in1k.safetensors").class_names == synsets
+    names, wnids = ["kit fox", "tench", "goldfish"], ["n02119789", "n01440764", "n01443537"]  # devkit order
+    (tmp_path / "dataset.json").write_text(json.dumps({"classes": names, "wnids": wnids}))
+    data, records = DataSection(source="disk", path=str(tmp_path)), SimpleNamespace(classes=names)
+    teacher_classes = sorted(wnids)  # n01440764, n01443537, n02119789
+    assert output_columns(teacher_classes, records, data, "t", "d", strict=True) == [2, 0, 1]
+    assert output_columns(names, records, data, "t", "d", strict=True) is None  # already in order
+    assert output_columns(None, records, data, "t", "d", strict=True) is None  # a head of unknown classes
+    with pytest.raises(ConfigError, match="classes are not those of d"):
+        output_columns(["a", "b", "c"], records, data, "t", "d", strict=True)

@@ -42,6 +42,16 @@ class TimmTeacher:
     def num_classes(self) -> int:
         return self.model.num_classes
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """The classes of the outputs as timm names them (ImageNet-1k: the sorted WordNet ids, n01440764 first),
+        told from the class count as timm's own inference script does; None for another head."""
+        import timm.data
+
+        subset = timm.data.infer_imagenet_subset(self.model)
+        names = list(timm.data.ImageNetInfo(subset).label_names()) if subset else None
+        return names if names and len(names) == self.num_classes else None
+
     def describe(self) -> str:
         c = self.data_config
         return (f"timm {self.name}: {c['input_size'][-1]} px, crop_pct {c['crop_pct']}, {c['interpolation']}, "

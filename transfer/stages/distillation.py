@@ -3,9 +3,11 @@
 Row i of the file is the teacher's logits on the training's sample i: the index the training loader hands the
 objective (`regularization.distillation.logits` reads row `indices`), which is the position in the task's own
 training records (its split, label budget, zero-shot renumbering), not in the split on disk. So the records
-come from the task itself, and a teacher of this package must know the training's classes in the training's
-order (its columns are the student's classes). TEACHER is this package's weights or run, or `timm:NAME` with
-`--checkpoint FILE` (models/teachers.py), e.g. the paper's EfficientNet-B7 as `timm:tf_efficientnet_b7`.
+come from the task itself. And column j must be the student's class j: the teacher's outputs are put in the
+training's class order, matched by name or by the WordNet ids a data_prep folder records (timm's ImageNet
+heads are in sorted-synset order, data_prep/imagenet.py's classes in the devkit's). TEACHER is this
+package's weights or run, or `timm:NAME` with `--checkpoint FILE` (models/teachers.py), e.g. the paper's
+EfficientNet-B7 as `timm:tf_efficientnet_b7`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..recipe import load_recipe
 from ..recipes import find_recipe
-from .evaluation import check_class_count, check_options, open_model, run_evaluation
+from .evaluation import check_class_count, check_options, open_model, output_columns, run_evaluation
 from .tasks import task_for
 
 
@@ -30,9 +32,8 @@ def evaluate_on_training_images(weights_or_run: str, recipe_arg: str, *, data_pa
     weights, model, _, classes, teacher = opened
     records = task_for(recipe).open_data().train
     where = f"the training images of {recipe_arg}"
-    if classes is not None and list(classes) != list(records.classes):
-        raise ConfigError(f"{weights}'s classes are not those of {where}, in the same order; its logits would not "
-                          f"line up with the training's labels")
-    check_class_count(weights_or_run if teacher else weights, model.num_classes, records, where)
+    what = weights_or_run if teacher else weights
+    check_class_count(what, model.num_classes, records, where)
+    columns = output_columns(classes, records, recipe.data, what, where, strict=teacher is None)
     return run_evaluation(opened, records, recipe.data.train_split, batch_size=batch_size, device=device,
-                          workers=workers, save_logits=save_logits)
+                          workers=workers, save_logits=save_logits, columns=columns)

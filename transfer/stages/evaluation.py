@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
 from ..data.loader import TransformedDataset, eval_dataset, eval_loader
 from ..data.sources import DataError, Records, open_split
@@ -70,10 +73,54 @@ def open_model(weights_or_run: str, checkpoint: str | None):
     """(what is evaluated, model, its evaluation transform, its class names or None, a timm teacher or None)."""
     if is_timm_name(weights_or_run):
         teacher = load_timm_teacher(weights_or_run, checkpoint)
-        return teacher.weights, teacher.model, teacher.transform, None, teacher
+        return teacher.weights, teacher.model, teacher.transform, teacher.class_names, teacher
     weights = resolve_weights(weights_or_run)
     model = load_model(weights)
     return weights, model, model.input_spec.eval_transform(), model.weights_metadata.get("class_names"), None
+
+
+def recorded_wnids(data: DataSection, records: Records) -> list[str] | None:
+    """The WordNet ids a data_prep folder records for its classes (data_prep/imagenet.py: the classes are names
+    in the devkit's ILSVRC2012_ID order, which is not the sorted-synset order of timm's and torchvision's
+    ImageNet heads), when `records` has those very classes; else None."""
+    meta = Path(data.path or "") / "dataset.json"
+    if data.source != "disk" or not meta.is_file():
+        return None
+    info = json.loads(meta.read_text())
+    wnids = info.get("wnids")
+    return list(wnids) if wnids and info.get("classes") == list(records.classes) else None
+
+
+def output_columns(classes: list[str] | None, records: Records, data: DataSection, what, where: str, *,
+                   strict: bool) -> list[int] | None:
+    """Which output of a model whose outputs are `classes` is each class of `records`, by name or by the WordNet
+    ids the data records; None when they are already in the records' order (or, not `strict`, when the model's
+    classes are unknown or unlike the data's: a timm head, taken to be in the data's order)."""
+    if classes is None:
+        return None
+    for ids in (list(records.classes), recorded_wnids(data, records)):
+        index = {c: i for i, c in enumerate(classes)}
+        if ids is not None and len(ids) == len(classes) and all(c in index for c in ids):
+            columns = [index[c] for c in ids]
+            return None if columns == list(range(len(ids))) else columns
+    if strict:
+        raise ConfigError(f"{what}'s classes are not those of {where} (first: {classes[0]!r} against "
+                          f"{records.classes[0]!r}); its logits would not line up with the labels")
+    log.warning("%s's classes (%s, ...) are not named as those of %s (%s, ...): taken to be in the same order; "
+                "a top-1 near chance says they are not", what, classes[0], where, records.classes[0])
+    return None
+
+
+class OutputsInOrder(nn.Module):
+    """A model whose outputs are picked and put in another class order (output j = the model's columns[j])."""
+
+    def __init__(self, model: nn.Module, columns: list[int]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("columns", torch.tensor(columns, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[:, self.columns]
 
 
 def check_options(weights_or_run: str, *, batch_size: int, save_logits: str | None, checkpoint: str | None) -> None:
@@ -102,10 +149,14 @@ def logits_by_sample(result: dict, n: int) -> np.ndarray:
 
 
 def run_evaluation(opened: tuple, records: Records, split: str, *, batch_size: int, device: str, workers: int,
-                   save_logits: str | None) -> dict:
+                   save_logits: str | None, columns: list[int] | None = None) -> dict:
     """`opened` (open_model's answer) on `records` with its own transform: the metrics, and with `save_logits`
-    the logits as .npy, row i = sample i of `records`."""
+    the logits as .npy, row i = sample i of `records`; `columns` (output_columns) puts the outputs in the
+    records' class order first."""
     weights, model, transform, _, teacher = opened
+    if columns is not None:
+        log.info("%s: outputs put in the order of the data's classes", weights)
+        model = OutputsInOrder(model, columns)
     dev = resolve_device(device)
     model.to(dev)
     dataset = TransformedDataset(records, transform)
@@ -136,14 +187,14 @@ def evaluate_classifier(weights_or_run: str, *, data_path: str | None = None, sp
         opened = open_model(weights_or_run, checkpoint)
         data = data_section(data_path, None)
         split = split or data.val_split
-        records = open_split(data, split)
-        check_class_count(weights_or_run, opened[1].num_classes, records, f"{data.path or data.source} split "
-                                                                           f"{split!r}")
+        records, where = open_split(data, split), f"{data.path or data.source} split {split!r}"
+        check_class_count(weights_or_run, opened[1].num_classes, records, where)
+        columns = output_columns(opened[3], records, data, weights_or_run, where, strict=False)
     else:
         weights, model, records, split = open_for_evaluation(weights_or_run, data_path, split)
-        opened = (weights, model, model.input_spec.eval_transform(), None, None)
+        opened, columns = (weights, model, model.input_spec.eval_transform(), None, None), None
     return run_evaluation(opened, records, split, batch_size=batch_size, device=device, workers=workers,
-                          save_logits=save_logits)
+                          save_logits=save_logits, columns=columns)
 
 
 def image_paths(items: tuple[str, ...]) -> list[str]:
