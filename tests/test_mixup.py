@@ -13,11 +13,12 @@ from torch import nn
 from transfer.cli import cli
 from transfer.data.loader import EpochBatchSampler
 from transfer.data.mixing import BatchLayout, pair_up
+from transfer.engine.checkpoint import load_checkpoint
 from transfer.engine.losses import one_hot_smoothed
 from transfer.engine.objective import Objective
 from transfer.models.layers import DropBlock, GhostBatchNorm, set_group_size
 
-from .test_nothing_lost import killed_at
+from .test_nothing_lost import invoke
 from .training_helpers import tiny_recipe
 
 K, ALPHA, EPS = 5, 0.2, 0.1
@@ -233,22 +234,26 @@ def test_drop_block_in_half_precision_keeps_its_scale():
 
 
 # ---------------------------------------------------------------------------------------------- a run
-def test_two_batches_in_groups_resumed_after_a_kill_mid_epoch_is_the_uninterrupted_run(tmp_path, caplog):
-    # one epoch of 32 images in 4 steps of 8 samples (16 images read each, 2 groups of 4), checkpoints every 2
+def test_two_batches_in_groups_resumed_mid_epoch_is_the_uninterrupted_run(tmp_path, caplog, monkeypatch):
+    # one epoch of 32 images in 4 steps of 8 samples (16 images read each, 2 groups of 4), checkpoints every 2.
+    # The run dies at its second checkpoint (a full disk, test_nothing_lost's in-process fault: a SIGKILL costs a
+    # command's import), leaving the one of step 2, mid-epoch; --resume continues from there.
+    monkeypatch.setenv("TRANSFER_CACHE", str(tmp_path / "cache"))
     sections = {"data": {"embedded": {"train_per_class": 8, "val_per_class": 2}}, "optim": {"batch_size": 8},
                 "regularization": {"mixup": {"alpha": 0.2, "pairing": "two_batches"}},
-                "runtime": {"group_size": 4, "threads": 1}, "schedule": {"epochs": 1},
-                "output": {"tensorboard": False}}
+                "runtime": {"group_size": 4}, "schedule": {"epochs": 1}, "output": {"tensorboard": False}}
     recipe = tiny_recipe(tmp_path, **sections)
-    killed, whole = tmp_path / "killed", tmp_path / "whole"
-    killed_at(tmp_path, "last.pt:1:after", "pretrain", recipe, "--out", killed)  # SIGKILL after step 2 of 4
-    assert json.loads((killed / "run.json").read_text())["status"] == "running"
+    cut, whole = tmp_path / "cut", tmp_path / "whole"
+    res = invoke("pretrain", recipe, "--out", cut, fault="last.pt:2:enospc", monkeypatch=monkeypatch)
+    assert res.exit_code == 2 and "no space left" in res.output, res.output
+    train = load_checkpoint(cut / "checkpoints" / "last.pt")["train"]
+    assert (train["step"], train["epoch"], train["micro_batch"]) == (2, 0, 2)
     caplog.set_level(logging.INFO, logger="transfer")
-    for args in (["--resume", "--out", str(killed)], [str(recipe), "--out", str(whole)]):
-        res = CliRunner().invoke(cli, ["pretrain", *args], env={"TRANSFER_CACHE": str(tmp_path / "cache")})
+    for args in (["--resume", "--out", cut], [recipe, "--out", whole]):
+        res = invoke("pretrain", *args)
         assert res.exit_code == 0, res.output
     assert "each step of 8 samples reads 16 images" in caplog.text
-    a, b = (load_file(str(run / "weights" / "final.safetensors")) for run in (killed, whole))
+    a, b = (load_file(str(run / "weights" / "final.safetensors")) for run in (cut, whole))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((whole / "run.json").read_text())["steps"] == 4  # N/B steps, though 2N images are read
 
