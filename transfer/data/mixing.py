@@ -4,7 +4,10 @@
   samples reads 2B images, and each group's first half is mixed with its second half
   (functions/input_fns.py:98-100 doubles the batch; utils/data_util.py:113-129 with keep_batch_size=False,
   called from nets/run_loop_classification.py:101-105). Steps per epoch stay N/B, so an epoch reads the
-  training images twice.
+  training images twice. The loader (data/loader.py, `reads`) draws the 2B images as the official stream does:
+  the next 2B of a shuffled pass, passes one after the other; the official shuffles only approximately (file
+  order, 20 interleaved files, a record buffer of 10,000 for ImageNet and 1,000 for Food-101:
+  functions/input_fns.py:52-75, functions/data_config.py:32, :43), the loader with a whole permutation a pass.
 - `in_batch` (the official --mixup_type=2, 78.85): B images give B samples, the first half mixed with the
   second half and then with the second half reversed (data_util.py:131-156, keep_batch_size=True). Its
   teacher targets are the one exception kept out: data_util.py:154 mixes the second set with the one-hot
