@@ -1,7 +1,10 @@
 """`transfer evaluate --robustness`: clean top-1, mCE (and mFR), and throughput of one model from one command.
 
 All (corruption, severity) sets and the clean set go through one data loader, so the workers that corrupt the
-images start once and the model never waits for a set to be set up.
+images start once and the model never waits for a set to be set up. The default set is the official mCE's 19
+(`eval.robustness.PAPER_CORRUPTIONS`); robustness.json records which set (`corruption_set`) and how the images were
+prepared (`preprocessing`: the official generator's resize and centre crop; for ImageNet models the official sets'
+sizes, 256 -> 224 and 292 -> 256; `data.corrupted`).
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.corrupted import CorruptedImages, PerturbedSequences
+from ..data.corrupted import CorruptedImages, PerturbedSequences, corrupted_set_resize
 from ..data.loader import eval_loader
 from ..errors import ConfigError
 from ..eval.inference import outputs
 from ..eval.perturbations import FRAMES, NOISE, PERTURBATIONS
 from ..eval.robustness import (
     ALEXNET_ERRORS,
+    DEFAULT_CORRUPTIONS,
+    corruption_set,
     flip_probability,
     is_imagenet,
     mean_corruption_error,
@@ -83,10 +88,10 @@ def output_dir(weights_or_run: str, weights: Path, out: str | None) -> Path:
 
 
 def evaluate_robustness(weights_or_run: str, *, data_path: str | None = None, split: str | None = None,
-                        corruptions: str = "15", severities: str = "1,2,3,4,5", perturbations: bool = False,
-                        limit: int | None = None, seed: int = 0, imagenet: bool | None = None, batch_size: int = 64,
-                        device: str = "auto", workers: int = 2, cache: str | None = None,
-                        out: str | None = None) -> dict:
+                        corruptions: str = DEFAULT_CORRUPTIONS, severities: str = "1,2,3,4,5",
+                        perturbations: bool = False, limit: int | None = None, seed: int = 0,
+                        imagenet: bool | None = None, batch_size: int = 64, device: str = "auto", workers: int = 2,
+                        cache: str | None = None, out: str | None = None) -> dict:
     names = select_corruptions(corruptions)
     levels = select_severities(severities)
     weights, model, records, split = open_for_evaluation(weights_or_run, data_path, split)
@@ -98,18 +103,20 @@ def evaluate_robustness(weights_or_run: str, *, data_path: str | None = None, sp
     dev = resolve_device(device)
     model.to(dev)
 
+    imagenet = is_imagenet(len(records.classes)) if imagenet is None else imagenet
     tasks = [(None, 0)] + [(name, s) for name in names for s in levels]
-    images = CorruptedImages(records, indices, prep, tasks, seed=seed, cache=cache)
+    images = CorruptedImages(records, indices, prep, tasks, seed=seed, cache=cache,
+                             resize=corrupted_set_resize(prep, imagenet))
     preds = predict(model, eval_loader(images, batch_size, workers), dev, len(images))
     top1, errors, by_severity = corruption_errors(preds, labels, tasks)
-    imagenet = is_imagenet(len(records.classes)) if imagenet is None else imagenet
     result = {
         "top1": top1,
         "mce": mean_corruption_error(errors, ALEXNET_ERRORS) if imagenet else None,
         "mce_unnormalized": mean_corruption_error(errors),
         "images_per_second": None,
         "corruptions": errors,
-        "corruption_set": {"15": "imagenet-c 15", "19": "imagenet-c 15 + paper 4"}.get(corruptions.strip(), "custom"),
+        "corruption_set": corruption_set(names),
+        "preprocessing": images.preprocessing(),
         "severities": list(levels),
         "errors_by_severity": by_severity,
         "normalized_by": "alexnet" if imagenet else None,
