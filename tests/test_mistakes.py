@@ -55,6 +55,16 @@ def _bomb(ctx: Ctx) -> list:
             "--out", ctx.tmp / "bomb-run", "--set", "data.on_bad_image=fail"]
 
 
+def _timm_weights(ctx: Ctx, name: str) -> Path:
+    """timm's NAME with random weights, saved as timm publishes weights (model.safetensors)."""
+    import timm
+    from safetensors.torch import save_file
+
+    path = ctx.tmp / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model(name, num_classes=4).state_dict().items()}, str(path))
+    return path
+
+
 # (what the user did, argv given the context, a fragment the one line must hold)
 MISTAKES = [
     # ---- recipes
@@ -128,6 +138,17 @@ MISTAKES = [
      ".npy"),
     ("evaluate --batch-size 0", lambda c: ["evaluate", c.run, "--batch-size", "0"], "batch-size"),
     ("evaluate a run that does not exist", lambda c: ["evaluate", c.tmp / "norun"], "neither"),
+    # timm teachers (`transfer evaluate timm:NAME --checkpoint FILE`; without timm: tests/test_teachers.py)
+    ("an unknown timm model", lambda c: ["evaluate", "timm:efficientnet_b77", "--data", "embedded"],
+     "timm has no model"),
+    ("a timm model without its weights file", lambda c: ["evaluate", "timm:resnet10t", "--data", "embedded"],
+     "--checkpoint PATH"),
+    ("a timm model's weights file missing", lambda c: ["evaluate", "timm:resnet10t", "--checkpoint",
+                                                      c.tmp / "none.safetensors", "--data", "embedded"],
+     "does not exist"),
+    ("another timm model's weights", lambda c: ["evaluate", "timm:resnet10t", "--checkpoint",
+                                               _timm_weights(c, "test_vit"), "--data", "embedded"],
+     "does not hold timm's resnet10t"),
     ("robustness at severity 9", lambda c: ["evaluate", c.run, "--robustness", "--severities", "9"], "severit"),
     ("robustness with an unknown corruption", lambda c: ["evaluate", c.run, "--robustness", "--corruptions",
                                                          "fog,smoke"], "smoke"),
