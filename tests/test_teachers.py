@@ -84,7 +84,7 @@ def test_the_logits_are_timms_on_timms_preprocessing_in_the_training_order(teach
     assert train.ids != split.ids[:32]  # the subset is spread over the split: the order is not trivial
     expected = np.stack([reference[i] for i in train.ids])
     assert saved.shape == (32, CLASSES) and saved.dtype == np.float32
-    assert np.abs(saved - expected).max() < 1e-4
+    assert np.abs(saved - expected).max() < 1e-6  # batches of 7 against one image at a time: ~2e-8
     assert np.abs(expected[1:] - expected[:-1]).max() > 1e-2  # the rows differ, so a shifted row would show
     assert out["model"] == f"timm:{NAME}" and out["count"] == 32 and out["split"] == "train"
     assert "160 px, crop_pct 0.95, bicubic" in out["preprocessing"]
@@ -122,7 +122,7 @@ def test_the_distillation_reads_row_i_for_training_sample_i(teacher, monkeypatch
     assert indices.tolist() != sorted(indices.tolist())  # shuffled
     for idx, labels, probs in seen:
         expected = torch.softmax(torch.tensor(np.stack([reference[train.ids[i]] for i in idx])) / temperature, 1)
-        assert (probs - expected).abs().max() < 1e-5
+        assert (probs - expected).abs().max() < 1e-6
         assert labels.tolist() == [int(train.labels[i]) for i in idx]
 
 
