@@ -205,7 +205,7 @@ class TestTransforms:
             assert img.mode == "RGB" and img.size == (x.shape[2], x.shape[1])
             assert torch.equal(pil_to_tensor(img), x)
 
-    @pytest.mark.parametrize("policy", ["none", "imagenet"])
+    @pytest.mark.parametrize("policy", ["none", "imagenet", "official_good"])
     def test_pipelines_give_the_same_output_for_a_tensor_or_a_pil_image(self, policy):
         """Datasets hand tensor-first pipelines the decoded tensor instead of the PIL image: nothing changes."""
         aug = AugmentSection(autoaugment=policy)
@@ -239,10 +239,11 @@ class TestTransforms:
         levels = ((ours - theirs) * std * 255).abs()  # in grey levels: almost all equal, none off by more than 2
         assert ours.shape == theirs.shape and levels.mean() < 0.05 and levels.max() < 2.01
 
-    def test_augmentation_is_a_function_of_seed_epoch_index(self):
+    @pytest.mark.parametrize("policy", ["imagenet", "official_imagenet", "official_good"])
+    def test_augmentation_is_a_function_of_seed_epoch_index(self, policy):
         rec = open_split(DataSection(embedded=EmbeddedSection(2, 2, 1, 32)), "train")
-        prep = InputSpec(24, 32, 32).resolve(AugmentSection(autoaugment="imagenet"))
-        ds = TransformedDataset(rec, prep.train_transform(AugmentSection(autoaugment="imagenet")), seed=3)
+        prep = InputSpec(24, 32, 32).resolve(AugmentSection(autoaugment=policy))
+        ds = TransformedDataset(rec, prep.train_transform(AugmentSection(autoaugment=policy)), seed=3)
         a, b = ds[(1, 5)][0], ds[(1, 5)][0]
         assert torch.equal(a, b) and not torch.equal(a, ds[(1, 6)][0])
         state = torch.get_rng_state()

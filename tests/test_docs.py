@@ -306,7 +306,7 @@ def test_the_reference_shows_every_key_with_its_default_and_allowed_values(tmp_p
     rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines() if line.startswith("| `")}
     assert set(rows) == {r["key"] for r in schema_reference()}
     assert "`0.9`" in rows["optim.momentum"] and "0 to 1" in rows["optim.momentum"]
-    assert "`none`, `imagenet`, `cifar`" in rows["augment.autoaugment"]
+    assert "`none`, `official_imagenet`, `official_good`, `imagenet`, `cifar`" in rows["augment.autoaugment"]
     assert "`[0.05, 1.0]`" in rows["augment.crop_area"] and "`null`" in rows["optim.grad_clip"]
     assert r"`str \| None`" in rows["model.backbone"]  # escaped, or GitHub splits the cell
     (tmp_path / "recipe-reference.md").write_text(text.replace("`0.9`", "`0.8`", 1))

@@ -124,7 +124,10 @@ class AugmentSection:
     crop_min_covered: float = opt(0.1, "distorted_bounding_box: the least fraction of the image a crop covers "
                                   "(official: 0.1, so no crop under a tenth of the image)", min=0, max=1)
     hflip: bool = opt(True, "random horizontal flip")
-    autoaugment: str = opt("none", "AutoAugment policy after crop and flip", choices=("none", "imagenet", "cifar"))
+    autoaugment: str = opt("none", "AutoAugment policy after crop and flip: official_imagenet / official_good (the "
+                           "official TF operations, its ImageNet and 95-entry `good` lists: the paper's), imagenet / "
+                           "cifar (torchvision's)", choices=("none", "official_imagenet", "official_good", "imagenet",
+                                                             "cifar"))
     normalization: str = opt("mean_std", "mean_std (torchvision), mean_only (the paper's mean subtraction) or "
                              "backbone (as the backbone's sidecar records; mean_std without one)",
                              choices=("mean_std", "mean_only", "backbone"))

@@ -5,7 +5,8 @@ Normalisation is either torchvision's mean/std or the paper's mean subtraction (
 
 Images become uint8 tensors right after decoding, so crops and resizes run on torch's vectorised uint8
 antialiasing kernels (2-3x faster than PIL's at 224 px; the two differ by a grey level or two at most).
-AutoAugment alone goes back to PIL: its affine and sharpness ops are 4-10x slower on tensors.
+torchvision's AutoAugment alone goes back to PIL: its affine and sharpness ops are 4-10x slower on tensors. The
+official AutoAugment (data/autoaugment.py) runs on the uint8 tensor.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from ..recipe import AugmentSection
+from .autoaugment import POLICIES as OFFICIAL_POLICIES
+from .autoaugment import OfficialAutoAugment
 from .crop import distorted_bounding_box_crop
 
 _INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
@@ -79,7 +82,9 @@ class InputSpec:
         steps = [T.PILToTensor(), _train_crop(aug, self)]
         if aug.hflip and aug.train_crop != "distorted_bounding_box":  # that one flips before its resize
             steps.append(T.RandomHorizontalFlip())
-        if aug.autoaugment != "none":
+        if aug.autoaugment in OFFICIAL_POLICIES:  # the official TF operations, on the uint8 tensor
+            steps.append(OfficialAutoAugment(aug.autoaugment))
+        elif aug.autoaugment != "none":  # torchvision's
             policy = T.AutoAugmentPolicy.IMAGENET if aug.autoaugment == "imagenet" else T.AutoAugmentPolicy.CIFAR10
             steps += [TensorToPIL(), T.AutoAugment(policy), T.PILToTensor()]
         return T.Compose([*steps, self.normalize()])
