@@ -72,10 +72,16 @@ def load_preprocessing(checkout: Path):
 
 
 class Recorder:
-    """Wraps tf.compat.v1.image functions the official module calls, keeping their arguments and results."""
+    """Wraps tf.compat.v1.image functions the official module calls, keeping their arguments and results.
 
-    def __init__(self, tf1):
+    The official code passes no seed to sample_distorted_bounding_box, and the TF 1 wrapper then seeds the kernel
+    at random, whatever the global seed: each box is drawn here with seed (`seed`, n), n counting the boxes, so
+    that the fixture comes out the same on every run (the recorded arguments are the official ones, without it).
+    """
+
+    def __init__(self, tf1, seed: int):
         self.image = tf1.image
+        self.seed, self.count = seed, 0
         self.real = {name: getattr(tf1.image, name) for name in
                      ("sample_distorted_bounding_box", "decode_and_crop_jpeg", "random_flip_left_right")}
         self.calls: dict[str, list] = {name: [] for name in self.real}
@@ -91,10 +97,17 @@ class Recorder:
 
     def _wrap(self, name, real):
         def wrapped(*args, **kwargs):
-            out = real(*args, **kwargs)
+            out = self.draw(*args, **kwargs) if name == "sample_distorted_bounding_box" else real(*args, **kwargs)
             self.calls[name].append((args, kwargs, out))
             return out
         return wrapped
+
+    def draw(self, *args, **kwargs):
+        """The op with the official arguments and the next seed."""
+        if "seed" in kwargs or "seed2" in kwargs:
+            raise SystemExit("error: the official code now seeds sample_distorted_bounding_box; update this tool")
+        self.count += 1
+        return self.real["sample_distorted_bounding_box"](*args, **kwargs, seed=self.seed, seed2=self.count)
 
     def clear(self):
         for calls in self.calls.values():
@@ -122,7 +135,8 @@ def main() -> None:
     parser.add_argument("--official", type=Path, required=True, help="checkout of clovaai/assembled-cnn")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the folder to write")
     parser.add_argument("--samples", type=int, default=10000, help="boxes per image shape")
-    parser.add_argument("--seed", type=int, default=2020, help="TensorFlow's global seed and numpy's")
+    parser.add_argument("--seed", type=int, default=2020, help="the op's seed, TensorFlow's global seed (the "
+                        "flips) and numpy's (the pictures)")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -139,7 +153,7 @@ def main() -> None:
         return image.numpy() + np.asarray(official.CHANNEL_MEANS, np.float32)
 
     boxes, recorded = {}, None
-    with Recorder(tf1) as recorder:
+    with Recorder(tf1, args.seed) as recorder:
         for h, w in SHAPES:
             recorder.clear()
             buffer = tf.io.encode_jpeg(textured((h, w), rng), quality=90)
@@ -148,10 +162,9 @@ def main() -> None:
             shape = [int(v) for v in op_args[0].numpy()]
             if shape != [h, w, 3]:
                 raise SystemExit(f"error: the official code passed image_size {shape} for a {h}x{w} JPEG")
-            sample = recorder.real["sample_distorted_bounding_box"]
             drawn = [first]
             for _ in range(args.samples - 1):
-                begin, size, _ = sample(*op_args, **kwargs)
+                begin, size, _ = recorder.draw(*op_args, **kwargs)
                 drawn.append([*begin.numpy()[:2].tolist(), *size.numpy()[:2].tolist()])
             boxes[f"boxes_{h}x{w}"] = np.asarray(drawn, np.int16)
             recorded = {k: v for k, v in kwargs.items() if k != "bounding_boxes"}
@@ -198,6 +211,7 @@ def main() -> None:
     doc = {
         "source": f"clovaai/assembled-cnn {MODULE}: preprocess_image(is_training=True, use_random_crop=True)",
         "commit": commit, "tensorflow": tf.__version__, "numpy": np.__version__, "seed": args.seed,
+        "op_seed": "seed=SEED, seed2=n for the n-th box (the official call passes none)",
         "samples": args.samples, "shapes": [list(s) for s in SHAPES], "op_arguments": recorded,
         "dct_method": DCT_METHOD, "pipeline": {"shape": list(PIPELINE_SHAPE), "size": PIPELINE_SIZE,
                                                "crops": PIPELINE_CROPS, "flips": flips},
