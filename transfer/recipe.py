@@ -99,6 +99,8 @@ class DataSection:
     labels_per_class: int | None = opt(None, "train on this many labelled images per class only (a seeded draw "
                                        "from the training split, seed split_seed; a label-budget experiment); "
                                        "null: all of them", min=1)
+    drop_last: bool = opt(True, "drop each epoch's last incomplete batch; false: train on it as one more, smaller "
+                          "step, as the official input pipeline does (it keeps the remainder)")
     embedded: EmbeddedSection = section(EmbeddedSection, "the embedded synthetic dataset")
 
 
@@ -209,6 +211,8 @@ class RegularizationSection:
 @dataclass
 class EvalSection:
     every_epochs: int = opt(1, "validate every N epochs (and after the last)", min=1)
+    fine_from: float = opt(1.0, "validate every epoch of each every_epochs block that ends after this fraction of "
+                           "schedule.epochs (the official ratio_fine_eval); 1: never", min=0, max=1)
     topk: list[int] = opt([1, 5], "top-k accuracies to report (top-1 is always measured: it picks the best "
                           "weights)", check=_positive_ints)
     report_weights: str = opt("best", "the weights the run's report (report/, retrieval/) evaluates: best (chosen "

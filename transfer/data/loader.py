@@ -85,7 +85,11 @@ class EpochBatchSampler(Sampler):
     Each optimizer step takes the next `micro * world * accumulation` images of a permutation seeded by
     (seed, epoch) and deals them in contiguous micro-batches: process r, accumulation step a gets chunk
     r * accumulation + a. So a run on W processes sees exactly the micro-batches that one process with
-    W times the accumulation sees, in the same groups. The tail that does not fill a step is dropped.
+    W times the accumulation sees, in the same groups. The tail that does not fill a step is dropped, unless
+    `drop_last` is False: then it is one more, smaller step (the official input keeps its remainder), dealt in
+    as even contiguous micro-batches (sizes differing by one sample at most), and kept only if each of them
+    gets two samples or more: training BatchNorm needs two values per channel on the pooled 1x1 maps of SK's
+    fuse and the embedding.
 
     With `repeats` an epoch is that many passes over the n images, shuffled together; each pass gets a key
     of its own (epoch * repeats * reads + pass), so an image's augmentation differs between its passes.
@@ -99,15 +103,17 @@ class EpochBatchSampler(Sampler):
     """
 
     def __init__(self, n: int, micro: int, *, seed: int = 0, rank: int = 0, world: int = 1, accumulation: int = 1,
-                 repeats: int = 1, reads: int = 1):
+                 repeats: int = 1, reads: int = 1, drop_last: bool = True):
         self.n, self.micro, self.seed, self.repeats, self.reads = n, micro, seed, repeats, reads
+        self.drop_last = drop_last
         self.rank, self.world, self.accumulation = rank, world, accumulation
         self.epoch = 0
         self.start = 0
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.n * self.repeats // (self.micro * self.world * self.accumulation)
+        full, tail = divmod(self.n * self.repeats, self.micro * self.world * self.accumulation)
+        return full + int(not self.drop_last and tail >= 2 * self.world * self.accumulation)
 
     def set_epoch(self, epoch: int, start_micro_batch: int = 0) -> None:
         self.epoch, self.start = epoch, start_micro_batch
@@ -122,10 +128,16 @@ class EpochBatchSampler(Sampler):
         size = self.micro * self.reads
         per_step = size * self.world * self.accumulation
         passes = self.repeats * self.reads
+        parts = self.world * self.accumulation
+        full, tail = divmod(per_round, self.micro * parts)  # in samples
         for mb in range(self.start, self.steps_per_epoch * self.accumulation):
             step, a = divmod(mb, self.accumulation)
-            begin = step * per_step + (self.rank * self.accumulation + a) * size
-            yield [(j % self.n, self.epoch * passes + j // self.n) for j in order[begin:begin + size]]
+            k = self.rank * self.accumulation + a
+            begin = step * per_step + k * size
+            end = begin + size
+            if step == full:  # the kept tail: micro-batch k gets samples [k * tail // parts, (k + 1) * tail // parts)
+                begin, end = (step * per_step + (k + i) * tail // parts * self.reads for i in (0, 1))
+            yield [(j % self.n, self.epoch * passes + j // self.n) for j in order[begin:end]]
 
 
 class ShardSampler(Sampler):

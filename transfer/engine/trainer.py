@@ -47,6 +47,17 @@ def seed_step(seed: int, device: torch.device) -> None:
         torch.cuda.manual_seed(seed)
 
 
+def validation_epochs(epochs: int, every: int, fine_from: float = 1.0) -> list[int]:
+    """The epochs after which a run validates, as the official loop schedules its evaluations: every `every`
+    epochs and after the last; and after every epoch of each `every`-epoch block that ends after
+    int(epochs * fine_from), its ratio_fine_eval (nets/run_loop_classification.py:461-465,
+    utils/config_utils.py:81-95): 100 epochs, every 10, fine_from 0.9 validate after 10, 20, ..., 90, 91, ..., 100.
+    """
+    start = int(epochs * fine_from)
+    ends = (min(-(-e // every) * every, epochs) for e in range(1, epochs + 1))
+    return [e for e, end in enumerate(ends, 1) if e == end or end > start]
+
+
 # validation: (model, loader, device, dist) -> metrics, each process evaluating its shard of the loader
 Validate = Callable[[nn.Module, object, torch.device, Dist], dict]
 
@@ -64,6 +75,8 @@ class TrainerSettings:
     on_bad_image: str = "skip"  # the loader's policy (data.on_bad_image): skip and count, or fail
     recipe_hash: str = ""  # kept in checkpoints and weights sidecars
     stage: str = "pretrain"
+    eval_fine_from: float = 1.0  # validate every epoch of the blocks that end after this fraction of the epochs
+    drop_last: bool = True  # the loader's policy (data.drop_last): drop each epoch's incomplete last step
 
 
 class NonFiniteLoss(TransferError):
@@ -213,7 +226,7 @@ class Trainer:
         self.layout = self._layout(micro)
         sampler = EpochBatchSampler(len(self.train_set), micro, seed=r.runtime.seed, rank=d.rank, world=d.world,
                                     accumulation=r.optim.accumulation, repeats=r.schedule.epoch_repeats,
-                                    reads=self.layout.reads)
+                                    reads=self.layout.reads, drop_last=r.drop_last)
         schedules = self._schedules(sampler.steps_per_epoch, resume)
         net, optimizer, scaler = self._build(sampler.steps_per_epoch)
         if resume:
@@ -379,7 +392,8 @@ class Trainer:
         if counts.item() and observer is not None:
             observer.message("epoch %d: skipped %d unreadable images (first: %s)", st.epoch, int(counts.item()),
                              "; ".join(st.bad_first), warning=True)
-        if val is not None and (st.epoch % r.eval_every_epochs == 0 or st.epoch == r.schedule.epochs):
+        if val is not None and st.epoch in validation_epochs(r.schedule.epochs, r.eval_every_epochs,
+                                                             r.eval_fine_from):
             fault_point("validation")
             self._sync_buffers()
             st.last_val = self.validate(self.model, val, d.device, d)

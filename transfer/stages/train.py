@@ -98,7 +98,8 @@ def _finished_summary(run: RunDir) -> dict:
 
 def trainer_settings(recipe: Recipe) -> TrainerSettings:
     return TrainerSettings(recipe.optim, recipe.schedule, recipe.regularization, recipe.runtime, recipe.output,
-                           recipe.eval.every_epochs, recipe.data.on_bad_image, recipe.hash(), recipe.stage)
+                           recipe.eval.every_epochs, recipe.data.on_bad_image, recipe.hash(), recipe.stage,
+                           eval_fine_from=recipe.eval.fine_from, drop_last=recipe.data.drop_last)
 
 
 def run_training(recipe: Recipe, *, recipe_name: str, out: str | None = None, resume: bool = False,
