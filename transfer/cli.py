@@ -531,6 +531,9 @@ def retrieve(run, metrics, embeddings_file, queries, topk, data_path, split, bac
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the demo's runs and report (default: runs/demo-TIME).")
 @click.option("--seed", default=0, show_default=True, help="Seed of every stage (data order, augmentation, init).")
+@click.option("--seeds", default=None, metavar="LIST",
+              help="Run the demo once per seed (e.g. 0,1,2,3,4) into DEMO/seed-N/, and report which gains held on "
+                   "every seed (DEMO/report.html, seeds.json). Replaces --seed.")
 @click.option("--workers", default=2, show_default=True, help="Data-loading worker processes per stage.")
 @click.option("--quick", is_flag=True, help="Shrink every stage to seconds (a smoke check; the numbers mean little).")
 def demo(out_dir, seed, seeds, workers, quick) -> None:
@@ -550,28 +553,6 @@ def demo(out_dir, seed, seeds, workers, quick) -> None:
     from .stages.demo_report import HEADER, summary_table
 
     out = Path(out_dir) if out_dir else runs_root() / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    res = run_demo(out, seed=seed, quick=quick, workers=workers)
-@click.option("--seeds", default=None, metavar="LIST",
-              help="Run the demo once per seed (e.g. 0,1,2,3,4) into DEMO/seed-N/, and report which gains held on "
-                   "every seed (DEMO/report.html, seeds.json). Replaces --seed.")
-    total = sum(res.seconds.values())
-    _print_table(f"transfer demo (seed {seed}): {total / 60:.1f} min", HEADER, summary_table(res))
-    click.echo(f"report: {out / 'report.html'} (and report.md); runs under {out}")
-
-
-def _stop_now(signum, frame) -> None:
-    """SIGTERM / SIGINT outside a training stage (while starting, importing torch takes seconds; or in
-    evaluate, predict, ...): stop at once, in one line, with the shell's status for the signal, no traceback.
-    Files are published whole (files.py), and the unwinding removes a temporary file being written."""
-    print(f"stopped by {signal.Signals(signum).name}", file=sys.stderr)
-    raise SystemExit(128 + signum)
-
-
-def main() -> None:
-    # A training stage replaces these with its own graceful handlers (engine/signals.py) and puts them back.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop_now)
-    try:
     if seeds is not None:
         try:
             chosen = [int(s) for s in seeds.split(",")]
@@ -591,6 +572,29 @@ def main() -> None:
                        f"{r['smallest_gain']:+.4f}", "yes" if r["holds"] else "no"] for r in rows])
         click.echo(f"report: {out / 'report.html'} (and report.md); each seed's under {out}/seed-N")
         return
+    res = run_demo(out, seed=seed, quick=quick, workers=workers)
+    total = sum(res.seconds.values())
+    _print_table(f"transfer demo (seed {seed}): {total / 60:.1f} min", HEADER, summary_table(res))
+    click.echo(f"report: {out / 'report.html'} (and report.md); runs under {out}")
+
+
+def _stop_now(signum, frame) -> None:
+    """SIGTERM / SIGINT outside a training stage (while starting, importing torch takes seconds; or in
+    evaluate, predict, ...): stop at once, in one line, with the shell's status for the signal, no traceback.
+    Files are published whole (files.py), and the unwinding removes a temporary file being written."""
+    print(f"stopped by {signal.Signals(signum).name}", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    # Before torch loads its OpenMP: a waiting OpenMP thread spins by default, holding a core that the data
+    # loader's workers (and any other process) need; with 2 workers beside 2 threads on 2 cores the spinning
+    # cost the demo's stages time (README, "Performance"). A passive wait changes no result.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # A training stage replaces these with its own graceful handlers (engine/signals.py) and puts them back.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_now)
+    try:
         cli(prog_name="transfer")
     finally:
         # The command is done and its status decided. A stop that arrives while the interpreter shuts down
@@ -603,7 +607,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    # Before torch loads its OpenMP: a waiting OpenMP thread spins by default, holding a core that the data
-    # loader's workers (and any other process) need; with 2 workers beside 2 threads on 2 cores the spinning
-    # cost the demo's stages time (README, "Performance"). A passive wait changes no result.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
