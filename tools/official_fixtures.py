@@ -390,6 +390,24 @@ def regenerate_command(args, name: str) -> str:
     return " ".join(parts)
 
 
+def selected(parser: argparse.ArgumentParser, args, configs: dict) -> list[str]:
+    """The configurations --only names (all without it), after checking them and the --official checkout."""
+    names = args.only.split(",") if args.only else list(configs)
+    unknown = sorted(set(names) - set(configs))
+    if unknown:
+        parser.error(f"unknown configurations {unknown}; known: {', '.join(configs)}")
+    if not (args.official / "nets" / "resnet_model.py").is_file():
+        parser.error(f"{args.official} is not an assembled-cnn checkout (no nets/resnet_model.py)")
+    return names
+
+
+def provenance(tf, commit: str | None, dirty: bool | None) -> dict:
+    """What a fixture records of the software and the official code that made it."""
+    return {"tensorflow_version": tf.__version__, "numpy_version": np.__version__,
+            "official_repo": "https://github.com/clovaai/assembled-cnn", "official_commit": commit,
+            "official_checkout_modified": dirty}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", type=Path, required=True, help="checkout of clovaai/assembled-cnn")
@@ -400,12 +418,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    names = args.only.split(",") if args.only else list(CONFIGS)
-    unknown = sorted(set(names) - set(CONFIGS))
-    if unknown:
-        parser.error(f"unknown configurations {unknown}; known: {', '.join(CONFIGS)}")
-    if not (args.official / "nets" / "resnet_model.py").is_file():
-        parser.error(f"{args.official} is not an assembled-cnn checkout (no nets/resnet_model.py)")
+    names = selected(parser, args, CONFIGS)
     if args.out is None:
         if args.full_width and not args.count_only:
             parser.error("--full-width needs an --out outside the repository's tests/")
@@ -466,11 +479,7 @@ def main() -> None:
             "checkpoint": "model.ckpt-0",
             "seed": seed,
             "trainable_params": built.trainable_params,
-            "tensorflow_version": tf.__version__,
-            "numpy_version": np.__version__,
-            "official_repo": "https://github.com/clovaai/assembled-cnn",
-            "official_commit": commit,
-            "official_checkout_modified": dirty,
+            **provenance(tf, commit, dirty),
             "command": regenerate_command(args, name),
         }
         (folder / "fixture.json").write_text(json.dumps(meta, indent=2) + "\n")

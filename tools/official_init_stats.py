@@ -44,6 +44,8 @@ from official_fixtures import (  # a sibling script, not a package
     load_official,
     model_kwargs,
     official_commit,
+    provenance,
+    selected,
 )
 
 DEFAULT_OUT = REPO / "tests" / "fixtures" / "official" / "init"
@@ -119,12 +121,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated configuration names: " + ", ".join(CONFIGS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    names = args.only.split(",") if args.only else list(CONFIGS)
-    unknown = sorted(set(names) - set(CONFIGS))
-    if unknown:
-        parser.error(f"unknown configurations {unknown}; known: {', '.join(CONFIGS)}")
-    if not (args.official / "nets" / "resnet_model.py").is_file():
-        parser.error(f"{args.official} is not an assembled-cnn checkout (no nets/resnet_model.py)")
+    names = selected(parser, args, CONFIGS)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tf, resnet_model, model_fns = load_official(args.official.resolve())
@@ -164,11 +161,7 @@ def main() -> None:
             "use_resnet_d": cfg.use_resnet_d,
             "seed": seed,
             "trainable_params": built.trainable_params,
-            "tensorflow_version": tf.__version__,
-            "numpy_version": np.__version__,
-            "official_repo": "https://github.com/clovaai/assembled-cnn",
-            "official_commit": commit,
-            "official_checkout_modified": dirty,
+            **provenance(tf, commit, dirty),
             "command": "/path/to/tf-venv/bin/python tools/official_init_stats.py --official /path/to/assembled-cnn "
                        f"--out {shown} --only {name} --seed {args.seed}",
             "variables": variables,
