@@ -11,7 +11,8 @@ import pytest
 # The modules whose functions carry examples; every one of them must have some (a module that loses its
 # examples is caught, not silently skipped).
 MODULES = ["transfer.eval.retrieval", "transfer.eval.classify", "transfer.eval.robustness",
-           "transfer.data.transforms", "transfer.data.autoaugment", "transfer.models.factory", "transfer.runtime"]
+           "transfer.data.transforms", "transfer.data.autoaugment", "transfer.data.mixing", "transfer.models.factory",
+           "transfer.runtime"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -587,10 +586,6 @@ def _stop_now(signum, frame) -> None:
 
 
 def main() -> None:
-    # Before torch loads its OpenMP: a waiting OpenMP thread spins by default, holding a core that the data
-    # loader's workers (and any other process) need; with 2 workers beside 2 threads on 2 cores the spinning
-    # cost the demo's stages time (README, "Performance"). A passive wait changes no result.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # A training stage replaces these with its own graceful handlers (engine/signals.py) and puts them back.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop_now)
