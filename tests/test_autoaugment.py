@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,14 @@ def test_probability_and_sign_follow_the_official_draws():
     seen = [which[aa(image, g).numpy().tobytes()] for _ in range(1000)]
     assert abs(sum(state == "inverted" for state, _ in seen) - 300) < 5 * (1000 * 0.3 * 0.7) ** 0.5
     assert abs(sum(sign == "pos" for _, sign in seen) - 500) < 5 * (1000 * 0.25) ** 0.5
+
+
+def test_rounding_is_half_away_from_zero_as_std_round():
+    """The warps' rounding against float64 floor(|v| + 0.5), exact for float32 v: ties, their neighbours, signs."""
+    from transfer.data.autoaugment import _round_half_away
+
+    ties = torch.arange(-20, 21, dtype=torch.float32) + 0.5
+    v = torch.cat([ties, torch.nextafter(ties, ties + 1), torch.nextafter(ties, ties - 1),
+                   torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 300])
+    expected = [int(math.copysign(math.floor(abs(x) + 0.5), x)) for x in v.double().tolist()]
+    assert _round_half_away(v).tolist() == expected

@@ -139,15 +139,20 @@ def sharpness(image: torch.Tensor, factor: float) -> torch.Tensor:
     return blend(degenerate, image, factor)
 
 
+def _round_half_away(v: torch.Tensor) -> torch.Tensor:
+    """std::round in float32 (torch.round rounds ties to even): for a >= 0, a - floor(a) is exact, so a tie is
+    seen as one."""
+    a = v.abs()
+    low = torch.floor(a)
+    return ((low + (a - low >= 0.5)) * torch.sign(v)).long()
+
+
 def _warp(image: torch.Tensor, transform: Callable) -> torch.Tensor:
     """Nearest-neighbour resampling as TensorFlow's ImageProjectiveTransform: output pixel (x, y) reads input
     transform(x, y) (float32), rounded half away from zero; outside the image, FILL."""
     _, h, w = image.shape
     y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    src_x, src_y = transform(x, y)
-    # std::round: exact in float64, where x + 0.5 cannot round up to the next integer
-    src_x = (src_x.double().abs() + 0.5).floor().copysign(src_x.double()).long()
-    src_y = (src_y.double().abs() + 0.5).floor().copysign(src_y.double()).long()
+    src_x, src_y = (_round_half_away(v) for v in transform(x, y))
     inside = (src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)
     index = (src_y.clamp(0, h - 1) * w + src_x.clamp(0, w - 1)).reshape(-1)
     out = image.reshape(3, -1)[:, index].reshape(image.shape)
