@@ -115,7 +115,9 @@ def test_torchvision_state_dict_as_backbone_and_bn_stats_left_alone(tmp_path):
     assert json.loads((out / "weights" / "final.json").read_text())["backbone"] == str(path)
     for ours, theirs in (("stem.conv1.weight", "conv1.weight"), ("stages.3.1.conv2.weight", "layer4.1.conv2.weight")):
         a, b = final[ours].flatten(), tv.state_dict()[theirs].flatten()
-        assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99  # loaded, then nudged at 1/10 the lr
+        # loaded, then nudged at 1/10 the lr (a fresh backbone would be near 0); the classifier starts as the
+        # official one, Glorot-uniform (0.107 at 512 -> 10), so the first steps move the backbone by a few percent
+        assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.9
     assert final["fc.weight"].shape == (10, 512)
 
 
