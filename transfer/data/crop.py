@@ -154,15 +154,18 @@ def _source_coordinates(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tens
 
 def bilinear_resize_asymmetric(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """TF 1's tf.image.resize_images(BILINEAR, align_corners=False) of a uint8 (..., H, W) tensor, without
-    antialiasing, rounded back to uint8: output pixel (i, j) interpolates the input at (i * H / h, j * W / w)."""
+    antialiasing, rounded back to uint8: output pixel (i, j) interpolates the input at (i * H / h, j * W / w).
+    Rows first, then columns (TF interpolates along rows first; the two orders differ in float rounding only)."""
     if tuple(image.shape[-2:]) == tuple(size):
         return image  # resize_images skips the resize then (skip_resize_if_same); the mapping is the identity
-    x = image.to(torch.float32)
-    left, right, wx = _source_coordinates(image.shape[-1], size[1])
-    x = x[..., left] + (x[..., right] - x[..., left]) * wx  # along each row first, as the kernel does
     top, bottom, wy = _source_coordinates(image.shape[-2], size[0])
-    wy = wy.unsqueeze(-1)
-    x = x[..., top, :] + (x[..., bottom, :] - x[..., top, :]) * wy
+    left, right, wx = _source_coordinates(image.shape[-1], size[1])
+    x = image.contiguous()  # a crop of PILToTensor's output is a strided view; selecting from it was 10x slower
+    x = torch.lerp(x.index_select(-2, top).to(torch.float32), x.index_select(-2, bottom).to(torch.float32),
+                   wy.unsqueeze(-1))
+    shape = (*x.shape[:-1], size[1])
+    # gather, not x[..., left]: advanced indexing along the last dimension took 5 ms at 224 px
+    x = torch.lerp(x.gather(-1, left.expand(shape)), x.gather(-1, right.expand(shape)), wx)
     return x.round_().clamp_(0, 255).to(torch.uint8)
 
 
