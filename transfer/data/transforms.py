@@ -1,10 +1,12 @@
-"""Input transforms, from torchvision: the paper's training crop and the evaluation resize + centre crop.
+"""Input transforms: the training crops (the official one in data/crop.py, torchvision's RandomResizedCrop, the
+retrieval crop) and the evaluation resize + centre crop.
 
 Normalisation is either torchvision's mean/std or the paper's mean subtraction (pixels in 0-255 minus
 123.68/116.78/103.94); whichever is used is written into every weights file's sidecar.
 
 Images become uint8 tensors right after decoding, so crops and resizes run on torch's vectorised uint8
-antialiasing kernels (2-3x faster than PIL's at 224 px; the two differ by a grey level or two at most).
+antialiasing kernels (2-3x faster than PIL's at 224 px; the two differ by a grey level or two at most); the
+official crop resizes as TF 1 does instead (data/crop.py), without antialiasing.
 torchvision's AutoAugment alone goes back to PIL: its affine and sharpness ops are 4-10x slower on tensors. The
 official AutoAugment (data/autoaugment.py) runs on the uint8 tensor.
 """
