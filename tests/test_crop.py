@@ -230,7 +230,7 @@ def test_crop_flip_resize_is_the_official_pipeline_pixel_for_pixel(pipeline, met
         # Ours is rounded to uint8 where the official stays float: half a grey level at most.
         assert np.abs(official_crop(pipeline, k) - official).max() <= 0.5 + 1e-3
         if flips[k]:  # TF 1's resize is not mirror-symmetric: flipping after it misplaces the picture
-            assert np.abs(official_crop(pipeline, k, flip_first=False) - official).max() > 4  # 8 to 40 here
+            assert np.abs(official_crop(pipeline, k, flip_first=False) - official).max() > 4  # 8.03 or more here
 
 
 def test_train_transform_flips_once(pipeline):
