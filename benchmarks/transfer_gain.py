@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks._results import save_and_print  # noqa: E402
+
 CHILD = """
 import json, sys
 from pathlib import Path
@@ -48,14 +50,9 @@ def main() -> None:
             rows.append({"threads": threads, "seed": seed, **top1, "gain": top1["pretrained"] - top1["random"],
                          "seconds": round(time.perf_counter() - t0, 1)})
             print(json.dumps(rows[-1]), flush=True)
-    machine = f"{platform.processor() or platform.machine()}, {platform.system()}, python {platform.python_version()}"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
-    print("| threads | seed | pretrained | random | gain | seconds |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['threads']} | {r['seed']} | {r['pretrained']:.4f} | {r['random']:.4f} | {r['gain']:+.4f} | "
-              f"{r['seconds']} |")
-
+    save_and_print(args.out, {"rows": rows}, ["threads", "seed", "pretrained", "random", "gain", "seconds"],
+                   [[str(r["threads"]), str(r["seed"]), f"{r['pretrained']:.4f}", f"{r['random']:.4f}",
+                     f"{r['gain']:+.4f}", str(r["seconds"])] for r in rows])
 
 if __name__ == "__main__":
     main()
