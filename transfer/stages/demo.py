@@ -81,16 +81,21 @@ def final_top1(run: Path) -> float:
     return json.loads((run / "weights" / "final.json").read_text())["metrics"]["top1"]
 
 
+def _new_folder(out: str | Path) -> Path:
+    """The demo's folder, made new: it never writes into what it did not create."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputError(f"--out {out} exists and is not an empty folder; the demo writes a new folder: choose "
+                          f"another --out")
+    return make_dir(out)
+
+
 def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: int = 2) -> DemoResult:
     from ..data.sources import labelled_subset, open_split
     from .probes import digit_pixels, frozen_features, linear_top1
     from .robustness import evaluate_robustness
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OutputError(f"--out {out} exists and is not an empty folder; the demo writes a new folder: choose "
-                          f"another --out")
-    make_dir(out)
+    out = _new_folder(out)
     res = DemoResult(out)
     shrink = QUICK if quick else {}
     base = {"runtime": {"seed": seed, "workers": workers}}
@@ -163,11 +168,7 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
 def run_demo_seeds(out: str | Path, seeds: list[int], *, quick: bool = False, workers: int = 2
                    ) -> dict[int, DemoResult]:
     """The demo once per seed, each in its own DEMO/seed-N/, then the report over the seeds."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OutputError(f"--out {out} exists and is not an empty folder; the demo writes a new folder: choose "
-                          f"another --out")
-    make_dir(out)
+    out = _new_folder(out)
     per_seed = {}
     for seed in seeds:
         log.info("demo: seed %d (%d of %d)", seed, len(per_seed) + 1, len(seeds))
