@@ -8,13 +8,17 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
+import signal
+import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.doc_blocks import sh_blocks
-from tests.training_helpers import run_cli
+from tests.training_helpers import cli_env, run_cli, transfer_cmd
 from transfer.stages.demo import ROBUSTNESS
 from transfer.stages.robustness import spread_indices
 
@@ -177,3 +181,71 @@ def test_bad_seeds_are_one_line(tmp_path, seeds, said):
 
     res = CliRunner().invoke(cli, ["demo", "--seeds", seeds, "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and said in res.output and not (tmp_path / "d").exists()
+
+
+def _without_timing(report: str) -> str:
+    return "\n".join(line for line in report.splitlines() if not line.startswith("Total "))
+
+
+def test_a_stopped_demo_resumes_to_the_results_of_one_never_stopped(demo, tmp_path):
+    """The demo as a kill during its last training stage (retrieval from random init) leaves it, a SIGTERM
+    inside that stage again while resuming, then --resume once more: the summary, the report and every redone
+    stage's outputs are those of the demo that was never stopped."""
+    out, _ = demo
+    demo_dir = tmp_path / "demo"
+    shutil.copytree(out, demo_dir)
+    for rel in ("retrieval-random", "finetune-pretrained/robustness", "finetune-random/robustness", "figures",
+                "summary.json", "report.md", "report.html"):  # not yet written when retrieval-random began
+        shutil.rmtree(demo_dir / rel) if (demo_dir / rel).is_dir() else (demo_dir / rel).unlink()
+    record = json.loads((demo_dir / "demo.json").read_text())
+    redone = ("retrieval-random", "robustness-pretrained", "robustness-random")
+    record["seconds"] = {k: v for k, v in record["seconds"].items() if k not in redone}
+    (demo_dir / "demo.json").write_text(json.dumps(record))
+
+    stage = demo_dir / "retrieval-random"
+    proc = subprocess.Popen(transfer_cmd("demo", "--resume", "--out", demo_dir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path))
+    deadline = time.monotonic() + 300
+    while not (stage / "recipe.yaml").is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert f"transfer demo --resume --out {demo_dir}" in err
+    assert json.loads((stage / "run.json").read_text())["status"] != "finished"
+    assert not (demo_dir / "summary.json").exists()  # nothing claims the demo is done
+
+    res = run_cli(tmp_path, "demo", "--resume", "--out", demo_dir, timeout=600)
+    assert "finished before the resume" in res.stderr  # the kept stages are read back, not trained again
+    got, want = (json.loads((d / "summary.json").read_text()) for d in (demo_dir, out))
+    assert got["rows"] == want["rows"] and got["seconds"].keys() == want["seconds"].keys()
+    kept = set(record["seconds"]) - {"baselines"}  # the linear baselines take seconds: they are always redone
+    assert {k: got["seconds"][k] for k in kept} == {k: record["seconds"][k] for k in kept}
+    assert _without_timing((demo_dir / "report.md").read_text()) == _without_timing((out / "report.md").read_text())
+    figures = [sorted(p.name for p in (d / "figures").iterdir()) for d in (demo_dir, out)]
+    assert figures[0] == figures[1]
+    for rel in ("retrieval-random/weights/final.safetensors", "retrieval-random/retrieval/embeddings.npz"):
+        if (out / rel).is_file():
+            assert (demo_dir / rel).read_bytes() == (out / rel).read_bytes(), rel
+    for init in ("pretrained", "random"):
+        got_r, want_r = (json.loads((d / f"finetune-{init}" / "robustness" / "robustness.json").read_text())
+                         for d in (demo_dir, out))
+        assert got_r["corruptions"] == want_r["corruptions"] and got_r["top1"] == want_r["top1"]
+
+
+def test_resume_is_only_for_a_demo_with_its_own_settings(demo, tmp_path):
+    from click.testing import CliRunner
+
+    from transfer.cli import cli
+
+    out, _ = demo
+    runner = CliRunner()
+    cases = [(["--resume"], "--resume needs --out DEMO"),
+             (["--resume", "--out", str(tmp_path)], f"nothing to resume in {tmp_path}: it holds no demo"),
+             (["--resume", "--out", str(out), "--seed", "3"], "resume it with its own settings"),
+             (["--resume", "--out", str(out), "--seeds", "0,1"], "resume it with its own settings"),
+             (["--out", str(out)], "or continue the demo in it with --resume")]
+    for args, said in cases:
+        res = runner.invoke(cli, ["demo", *args])
+        assert res.exit_code == 2 and said in res.output, (args, res.output)
+        assert len(res.output.strip().splitlines()) == 1, res.output

@@ -535,23 +535,53 @@ def retrieve(run, metrics, embeddings_file, queries, topk, data_path, split, bac
                    "every seed (DEMO/report.html, seeds.json). Replaces --seed.")
 @click.option("--workers", default=2, show_default=True, help="Data-loading worker processes per stage.")
 @click.option("--quick", is_flag=True, help="Shrink every stage to seconds (a smoke check; the numbers mean little).")
-def demo(out_dir, seed, seeds, workers, quick) -> None:
+@click.option("--resume", is_flag=True,
+              help="Continue the stopped demo in --out with its own settings: finished stages are kept, the stopped "
+                   "one resumes from its checkpoint.")
+@click.pass_context
+def demo(ctx, out_dir, seed, seeds, workers, quick, resume) -> None:
     """Run the whole pipeline small, on a CPU in minutes: pretrain an assembled ResNet on an invented alphabet;
     fine-tune it on scikit-learn's digits at 5, 10, 25 and all labels per class, and train from random init,
     to show the transfer gain beside two linear baselines; zero-shot
     digit retrieval (train 0-4, search 5-9) both ways; robustness (unnormalised mCE) of both classifiers.
 
     Ends with a summary table and DEMO/report.html (and report.md): training curves, confusion matrices,
-    retrieval grids and corruption charts, every figure computed by this run.
+    retrieval grids and corruption charts, every figure computed by this run. Stopped (a signal, a crash), it
+    continues with `transfer demo --resume --out DEMO`.
     """
     import time
 
     from .runs import runs_root
+    from .stages.demo import DemoStopped
+
+    if resume:
+        if out_dir is None:
+            raise TransferError("--resume needs --out DEMO: the demo to continue")
+        from .stages.demo import demo_settings
+
+        saved = demo_settings(out_dir)
+        given = {"seed": seed, "seeds": seeds and seeds.replace(" ", "").split(","), "quick": quick, "workers": workers}
+        saved_as_given = {**saved, "seeds": [str(s) for s in saved["seeds"]] if "seeds" in saved else None}
+        differ = [k for k, v in given.items() if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT
+                  and saved_as_given.get(k) != v]
+        if differ:
+            raise TransferError(f"{out_dir} is a demo with {saved}, not the --{differ[0]} given; resume it with its "
+                                f"own settings (leave out --seed, --seeds, --quick and --workers)")
+        seed, quick, workers = saved.get("seed", 0), saved["quick"], saved["workers"]
+        seeds = ",".join(map(str, saved["seeds"])) if "seeds" in saved else None
     _start_computing()
+    out = Path(out_dir) if out_dir else runs_root() / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        _run_demo(out, seed, seeds, workers, quick, resume)
+    except DemoStopped as stop:
+        click.echo(str(stop), err=True)
+        sys.exit(stop.exit_code)
+
+
+def _run_demo(out: Path, seed: int, seeds: str | None, workers: int, quick: bool, resume: bool) -> None:
     from .stages.demo import run_demo
     from .stages.demo_report import HEADER, summary_table
 
-    out = Path(out_dir) if out_dir else runs_root() / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     if seeds is not None:
         try:
             chosen = [int(s) for s in seeds.split(",")]
@@ -563,7 +593,7 @@ def demo(out_dir, seed, seeds, workers, quick) -> None:
         from .stages.demo import run_demo_seeds
         from .stages.demo_report import over_seeds
 
-        per_seed = run_demo_seeds(out, chosen, quick=quick, workers=workers)
+        per_seed = run_demo_seeds(out, chosen, quick=quick, workers=workers, resume=resume)
         rows = over_seeds(per_seed)
         _print_table(f"transfer demo over seeds {seeds}", ["stage", "metric", "labels per class", "smallest gain",
                                                             "held on every seed"],
@@ -571,7 +601,7 @@ def demo(out_dir, seed, seeds, workers, quick) -> None:
                        f"{r['smallest_gain']:+.4f}", "yes" if r["holds"] else "no"] for r in rows])
         click.echo(f"report: {out / 'report.html'} (and report.md); each seed's under {out}/seed-N")
         return
-    res = run_demo(out, seed=seed, quick=quick, workers=workers)
+    res = run_demo(out, seed=seed, quick=quick, workers=workers, resume=resume)
     total = sum(res.seconds.values())
     _print_table(f"transfer demo (seed {seed}): {total / 60:.1f} min", HEADER, summary_table(res))
     click.echo(f"report: {out / 'report.html'} (and report.md); runs under {out}")

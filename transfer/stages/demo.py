@@ -10,6 +10,12 @@
 With several seeds (`transfer demo --seeds 0,1,2,3,4`) each seed's demo goes to DEMO/seed-N/ and DEMO/report.html
 says, for every comparison, each seed's difference and whether the gain held on all of them (seeds.json).
 
+DEMO/demo.json records the settings and each finished stage's seconds. A demo stopped at any moment (a signal
+stops the stage under way as `--resume` expects) continues with `transfer demo --resume --out DEMO`: finished
+stages are kept, the stopped one resumes from its checkpoint, and the rest run (the linear baselines, seconds
+of work, are redone); the summary and report are those
+of an uninterrupted demo, but for the seconds (a resumed stage counts only its time after the resume).
+
 Beside each budget's two fine-tunings, two linear baselines on the same images (probes.py). Every figure in
 the report is computed by this run; nothing is copied in.
 """
@@ -23,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import OutputError, make_dir
+from ..errors import TransferError
+from ..files import TEMP_SUFFIX, OutputError, atomic_write_bytes, make_dir, remove_temporaries
 from ..recipe import load_recipe, merge_dicts
 from ..recipes import find_recipe
 from ..runs import resolve_weights
@@ -58,11 +65,24 @@ def _recipe(recipe_name: str, overrides: dict):
     return load_recipe(find_recipe(recipe_name), overrides, source=recipe_name)
 
 
+class DemoStopped(Exception):
+    """A stage was stopped by a signal and left for --resume: the demo stops with it (exit 128 + signal)."""
+
+    def __init__(self, exit_code: int, demo: Path):
+        super().__init__(f"the demo stopped; continue it with `transfer demo --resume --out {demo}`")
+        self.exit_code = exit_code
+
+
 def _train(recipe_name: str, out: Path, overrides: dict, report: bool = True) -> dict:
+    """One stage's training run in `out`: new, or continued where a stopped demo left it (a finished run is
+    kept as it is). A stop signal during it stops the demo."""
     from .train import run_training
 
-    return run_training(_recipe(recipe_name, overrides), recipe_name=Path(recipe_name).stem, out=str(out),
-                        report=report)
+    summary = run_training(_recipe(recipe_name, overrides), recipe_name=Path(recipe_name).stem, out=str(out),
+                           report=report, resume=(out / "recipe.yaml").is_file())
+    if summary.get("status") == "preempted":
+        raise DemoStopped(summary.get("exit_code") or 1, out.parent)
+    return summary
 
 
 def budget_schedule(n_train: int, batch_size: int, steps: int, epochs: int) -> dict:
@@ -84,27 +104,65 @@ def final_top1(run: Path) -> float:
 def _new_folder(out: str | Path) -> Path:
     """The demo's folder, made new: it never writes into what it did not create."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(not _temporary(p) for p in out.iterdir())):
+        resume = " (or continue the demo in it with --resume)" if (out / DEMO_FILE).is_file() else ""
         raise OutputError(f"--out {out} exists and is not an empty folder; the demo writes a new folder: choose "
-                          f"another --out")
+                          f"another --out{resume}")
+    if out.is_dir():
+        remove_temporaries(out)  # all an empty folder can hold: what a demo killed at its first write left
     return make_dir(out)
 
 
-def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: int = 2) -> DemoResult:
+def _temporary(p: Path) -> bool:
+    return p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)
+
+
+DEMO_FILE = "demo.json"  # {"settings": what the demo was started with, "seconds": each finished stage's}
+
+
+def demo_settings(out: str | Path) -> dict:
+    """The settings a demo folder was started with (to continue it with the same), or a one-line error."""
+    f = Path(out) / DEMO_FILE
+    if not f.is_file():
+        raise TransferError(f"nothing to resume in {out}: it holds no demo ({DEMO_FILE}); start without --resume")
+    return json.loads(f.read_text())["settings"]
+
+
+def _demo_folder(out: Path, settings: dict, resume: bool) -> dict[str, float]:
+    """The folder, new or (resume) the one these settings started; the seconds its finished stages took."""
+    if not resume:
+        _new_folder(out)
+        _record(out, settings, {})
+        return {}
+    if demo_settings(out) != settings:
+        raise TransferError(f"{out} is a demo with {demo_settings(out)}, not {settings}; resume it with its own "
+                            f"settings (leave out --seed, --seeds and --quick)")
+    return dict(json.loads((out / DEMO_FILE).read_text()).get("seconds", {}))
+
+
+def _record(out: Path, settings: dict, seconds: dict[str, float]) -> None:
+    atomic_write_bytes(out / DEMO_FILE, (json.dumps({"settings": settings, "seconds": seconds}, indent=2) + "\n"
+                                         ).encode())
+
+
+def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: int = 2,
+             resume: bool = False) -> DemoResult:
     from ..data.sources import labelled_subset, open_split
     from .probes import digit_pixels, frozen_features, linear_top1
-    from .robustness import evaluate_robustness
 
-    out = _new_folder(out)
+    out = Path(out)
+    started = {"seed": seed, "quick": quick, "workers": workers}
     res = DemoResult(out)
+    done = _demo_folder(out, started, resume)
     shrink = QUICK if quick else {}
     base = {"runtime": {"seed": seed, "workers": workers}}
 
     def timed(name: str, fn):
         t = time.perf_counter()
-        log.info("demo: %s", name)
-        value = fn()
-        res.seconds[name] = time.perf_counter() - t
+        log.info("demo: %s%s", name, " (finished before the resume)" if name in done else "")
+        value = fn()  # a finished stage is read back, not redone: its seconds are the first run's
+        res.seconds[name] = done[name] if name in done else time.perf_counter() - t
+        _record(out, started, res.seconds)
         return value
 
     pre = timed("pretrain", lambda: _train("demo/pretrain.yaml", out / "pretrain",
@@ -156,22 +214,35 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: in
     for init in backbones:
         name = run_name(init, None)
         settings = ROBUSTNESS["quick" if quick else "full"]
-        r = timed(f"robustness-{init}", lambda name=name, settings=settings: evaluate_robustness(
-            str(out / name / "weights" / "final.safetensors"), corruptions="15", seed=seed, workers=workers,
-            out=str(out / name / "robustness"), **settings))
+        r = timed(f"robustness-{init}", lambda name=name, settings=settings: _robustness(
+            out / name, seed=seed, workers=workers, **settings))
         res.rows.append({"stage": STAGE["robustness"], "init": init, "metric": "mCE (unnormalised)",
                          "value": r["mce_unnormalized"], "labels_per_class": None})
     write_report(res, seed=seed, quick=quick, robustness=ROBUSTNESS["quick" if quick else "full"])
     return res
 
 
-def run_demo_seeds(out: str | Path, seeds: list[int], *, quick: bool = False, workers: int = 2
-                   ) -> dict[int, DemoResult]:
+def _robustness(run: Path, **settings) -> dict:
+    """The all-label classifier's corruption errors, or what an earlier (stopped) demo wrote of them."""
+    from .robustness import evaluate_robustness
+
+    written = run / "robustness" / "robustness.json"  # published whole, after everything else of it
+    if written.is_file():
+        return json.loads(written.read_text())
+    return evaluate_robustness(str(run / "weights" / "final.safetensors"), corruptions="15",
+                               out=str(run / "robustness"), **settings)
+
+
+def run_demo_seeds(out: str | Path, seeds: list[int], *, quick: bool = False, workers: int = 2,
+                   resume: bool = False) -> dict[int, DemoResult]:
     """The demo once per seed, each in its own DEMO/seed-N/, then the report over the seeds."""
-    out = _new_folder(out)
+    out = Path(out)
+    _demo_folder(out, {"seeds": seeds, "quick": quick, "workers": workers}, resume)
     per_seed = {}
     for seed in seeds:
         log.info("demo: seed %d (%d of %d)", seed, len(per_seed) + 1, len(seeds))
-        per_seed[seed] = run_demo(out / f"seed-{seed}", seed=seed, quick=quick, workers=workers)
+        folder = out / f"seed-{seed}"
+        per_seed[seed] = run_demo(folder, seed=seed, quick=quick, workers=workers,
+                                  resume=resume and (folder / DEMO_FILE).is_file())
     write_seeds_report(out, per_seed)
     return per_seed
