@@ -116,6 +116,8 @@ MISTAKES = [
         "teacher": str(c.tmp / "teacher.safetensors")}})], "teacher"),
     ("teacher logits of the wrong shape", lambda c: ["pretrain", c.recipe(regularization={"distillation": {
         "logits": str(_npy(c, "logits.npy", (3, 4)))}})], "shape"),
+    ("teacher logits not made yet", lambda c: ["pretrain", c.recipe(regularization={"distillation": {
+        "logits": str(c.tmp / "missing.npy")}})], "--recipe RECIPE --save-logits"),
     ("pretraining recipe given to finetune", lambda c: ["finetune", c.recipe()], "transfer pretrain"),
     # ---- data
     ("a folder with one class", lambda c: ["pretrain", c.recipe(data={"source": "folder", "path": str(

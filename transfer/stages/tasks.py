@@ -186,7 +186,8 @@ def build_objective(recipe: Recipe, num_classes: int, num_train: int, *, margin:
         path = Path(kd.logits)
         if not path.is_file():
             raise ConfigError(f"regularization.distillation.logits: {path} does not exist; make it with "
-                              f"`transfer evaluate TEACHER --split train --save-logits {path}`")
+                              f"`transfer evaluate TEACHER --recipe RECIPE --save-logits {path}`, RECIPE this "
+                              f"recipe (its rows are then in the training's sample order)")
         arr = np.load(path)
         if arr.shape != (num_train, num_classes):
             raise ConfigError(f"regularization.distillation.logits: {path} has shape {arr.shape}, expected "
