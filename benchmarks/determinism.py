@@ -2,12 +2,13 @@
 
     uv run --extra test python benchmarks/determinism.py
 
-The demo's pretraining recipe, shrunk to seconds (32 glyph classes x 20 images, 2 epochs, 32 px), trained in a
+The demo's pretraining recipe, shrunk to seconds (16 glyph classes x 40 images, 4 epochs, 32 px), trained in a
 fresh process per setting: the reference (2 threads, 2 loader workers), the reference again, then one change
 each: 0 workers (augmentation in the main process), 1 thread, 4 threads, oneDNN held to AVX2 kernels
 (ONEDNN_MAX_CPU_ISA, as on a CPU without AVX-512) and oneDNN off (PyTorch's own convolution kernels). For each:
-whether the final weights are bit-identical to the reference's, their largest difference, and the last
-validation's top-1. Writes benchmarks/results/determinism.json and a table (README, "Reproducibility").
+whether the final weights are bit-identical to the reference's, their largest difference relative to the
+largest weight of the same tensor, and the best validation top-1. Writes benchmarks/results/determinism.json
+and a table (README, "Reproducibility").
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks._results import save_and_print  # noqa: E402
 
-SMALL = {"data": {"embedded": {"classes": 32, "train_per_class": 20, "val_per_class": 4}}, "schedule": {"epochs": 2},
+SMALL = {"data": {"embedded": {"classes": 16, "train_per_class": 40, "val_per_class": 8}}, "schedule": {"epochs": 4},
          "output": {"checkpoint_every_steps": 0, "plots": False, "tensorboard": False, "log_every_steps": 1000}}
 CHILD = """
 import json, sys
@@ -78,14 +79,16 @@ def main() -> None:
             digest = hashlib.sha256(b"".join(w[k].tobytes() for k in sorted(w))).hexdigest()[:16]
             if reference is None:
                 reference = w
-            diff = max(float(np.abs(w[k].astype(np.float64) - reference[k]).max()) for k in w)
+            # relative to each tensor's own scale: BatchNorm's running variances are in the hundreds
+            diff = max(float(np.abs(w[k].astype(np.float64) - reference[k]).max()
+                             / max(float(np.abs(reference[k].astype(np.float64)).max()), 1e-12)) for k in w)
             rows.append({"setting": name, "threads": threads, "workers": workers, "env": extra,
                          "onednn": not no_onednn, "weights_sha256": digest, "identical": diff == 0.0,
-                         "max_weight_difference": diff, "top1": top1, "seconds": round(time.perf_counter() - t0, 1)})
+                         "max_relative_difference": diff, "top1": top1, "seconds": round(time.perf_counter() - t0, 1)})
             print(json.dumps(rows[-1]), flush=True)
     save_and_print(args.out, {"recipe": "demo/pretrain.yaml", "overrides": SMALL, "rows": rows},
-                   ["setting", "weights identical to the reference", "largest weight difference", "top-1"],
-                   [[r["setting"], "yes" if r["identical"] else "no", f"{r['max_weight_difference']:.3g}",
+                   ["setting", "weights identical to the reference", "largest relative difference", "top-1"],
+                   [[r["setting"], "yes" if r["identical"] else "no", f"{r['max_relative_difference']:.3g}",
                      f"{r['top1']:.4f}"] for r in rows])
 
 if __name__ == "__main__":
