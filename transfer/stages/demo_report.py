@@ -165,7 +165,8 @@ def write_report(res: DemoResult, *, seed: int, quick: bool, robustness: dict) -
     atomic_write_bytes(out / "summary.json", (json.dumps(data, indent=2) + "\n").encode())
     figures_dir = make_dir(out / "figures")
     # the corruption chart's clean top-1 is the table's when it is computed on every held-out digit
-    limit = "every held-out digit" if robustness["limit"] is None else f"{robustness['limit']} held-out digits"
+    limit = ("every held-out digit" if robustness["limit"] is None
+             else f"{robustness['limit']} held-out digits, spread over the classes")
     all_labels = {init: out / f"finetune-{init}" for init in ("pretrained", "random")}
     figures = [("Top-1 against the label budget", budget_plot(res, figures_dir / "label_budget.png")),
                ("Fine-tuning on all labels: both initialisations", curves_plot(all_labels, figures_dir / "curves.png")),
