@@ -225,9 +225,9 @@ def test_pretrain_recipe_refused_by_finetune(tmp_path):
 GAIN_MARGIN = 0.05
 
 
-@pytest.mark.xfail(run=False, reason="issue 14: the demo itself gains +0.117 at 10 labels per class on seed 0 "
-                   "(AutoAugment in the digits recipe, session 11); this test's smaller pretraining has no margin "
-                   "measured over seeds 0-4 yet (benchmarks/transfer_gain.py), so it asserts none")
+@pytest.mark.xfail(run=False, reason="issue 14: the demo itself gains at least +0.111 at 10 labels per class on "
+                   "every seed 0-4 (session 12, README); this test's smaller pretraining has no margin measured over "
+                   "seeds 0-4 yet (benchmarks/transfer_gain.py), so it asserts none")
 def test_pretraining_on_the_invented_alphabet_transfers_to_real_digits(tmp_path):
     """The point of the toolkit, small: 10 labelled digits per class, the same steps and seed, from the demo's
     glyph-pretrained backbone and from random init (training_helpers.transfer_gain). The margin is what held
