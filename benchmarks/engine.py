@@ -34,7 +34,7 @@ from transfer.engine.trainer import Trainer
 from transfer.eval.throughput import describe_machine
 from transfer.recipe import AugmentSection, DataSection, Recipe
 from transfer.runs import RunDir
-from transfer.runtime import Dist
+from transfer.runtime import Dist, autocast_for, resolve_device
 from transfer.stages.train import trainer_settings
 
 
@@ -52,35 +52,42 @@ class TensorSet(Dataset):
         return self.x[i], int(self.y[i]), i
 
 
-def hand_loop(model, x, y, batch, steps, channels_last) -> list[float]:
+def hand_loop(model, x, y, batch, steps, channels_last, device, precision) -> list[float]:
+    """The plain loop: the batch taken from the same CPU tensors and moved to the device inside the timed
+    step, as the engine's loader hands it over; on a GPU each step ends in a synchronisation."""
+    model = model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    model.train()
     times = []
     for s in range(steps):
         i = (s * batch) % (len(y) - batch + 1)
-        xb, yb = x[i:i + batch], y[i:i + batch]
+        start = time.perf_counter()
+        xb, yb = x[i:i + batch].to(device), y[i:i + batch].to(device)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        start = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        with autocast_for(device, precision):
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        loss.item()  # what the engine's per-step log line reads; on a GPU, the step's end
         times.append(time.perf_counter() - start)
     return times
 
 
-def engine_loop(model, x, y, batch, steps, channels_last, out: Path) -> list[float]:
+def engine_loop(model, x, y, batch, steps, channels_last, device, precision, out: Path, workers: int = 0
+                ) -> list[float]:
     recipe = Recipe()
+    recipe.runtime.device, recipe.runtime.precision = str(device), precision
     recipe.optim.batch_size, recipe.optim.lr, recipe.optim.reference_batch = batch, 0.01, batch
     recipe.schedule.epochs, recipe.schedule.warmup_epochs = 1, 0
-    recipe.runtime.workers, recipe.runtime.channels_last = 0, channels_last
+    recipe.runtime.workers, recipe.runtime.channels_last = workers, channels_last
     recipe.output.log_every_steps, recipe.output.tensorboard, recipe.output.plots = 1, False, False
     data = TensorSet(x[: batch * steps], y[: batch * steps])
     run = RunDir(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = trainer_settings(recipe)
-    Trainer(model, Objective(int(y.max()) + 1), data, None, settings, run, Dist(), validate=None, select="top1").fit()
+    Trainer(model.to(device), Objective(int(y.max()) + 1), data, None, settings, run, Dist(device=device),
+            validate=None, select="top1").fit()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [batch / r["images_per_second"] for r in rows if r["kind"] == "train"]
 
@@ -88,6 +95,7 @@ def engine_loop(model, x, y, batch, steps, channels_last, out: Path) -> list[flo
 def engine_overhead(args) -> dict:
     """Each round trains a fresh model both ways, in alternating order; the ratio is the median of the per-round
     ratios of median step times, so drift on a shared machine hits both sides of each ratio alike."""
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     n = args.batch_size * args.steps
     x = torch.randn(n, 3, args.resolution, args.resolution)
@@ -100,17 +108,18 @@ def engine_overhead(args) -> dict:
                 model = create_model(args.model, num_classes=10)
                 if args.channels_last:
                     model = model.to(memory_format=torch.channels_last)
+                common = (model, x, y, args.batch_size, args.steps, args.channels_last, device, args.precision)
                 if kind == "hand_loop":
-                    ts = hand_loop(model, x, y, args.batch_size, args.steps, args.channels_last)
+                    ts = hand_loop(*common)
                 else:
-                    ts = engine_loop(model, x, y, args.batch_size, args.steps, args.channels_last,
-                                     Path(tmp) / f"run{r}")
+                    ts = engine_loop(*common, Path(tmp) / f"run{r}", args.workers)
                 results[kind].append(ts[2:])  # the first steps warm the allocator
     ips = {k: args.batch_size / statistics.median(t for rnd in v for t in rnd) for k, v in results.items()}
     per_round = [statistics.median(h) / statistics.median(e)
                  for h, e in zip(results["hand_loop"], results["engine"], strict=True)]
     return {"model": args.model, "batch_size": args.batch_size, "resolution": args.resolution,
-            "channels_last": args.channels_last, "steps": args.steps, "rounds": args.rounds,
+            "channels_last": args.channels_last, "precision": args.precision, "workers": args.workers,
+            "steps": args.steps, "rounds": args.rounds,
             "hand_loop_images_per_second": ips["hand_loop"], "engine_images_per_second": ips["engine"],
             "ratio": statistics.median(per_round), "per_round_ratios": per_round}
 
@@ -200,7 +209,8 @@ def input_pipeline(args) -> dict:
 def markdown(result: dict) -> str:
     m = result["machine"]
     e, p = result.get("engine"), result.get("input_pipeline")
-    lines = [f"{m['device']} ({m['processor']}, {m['threads']} threads), torch {m['torch']}, {result['date']}.", ""]
+    lines = [f"{m['device']} ({m.get('gpu', m['processor'])}, {m['threads']} threads), torch {m['torch']}, "
+             f"{result['date']}.", ""]
     if e:
         rounds = e.get("per_round_ratios")
         spread = f" (rounds: {min(rounds):.3f}-{max(rounds):.3f})" if rounds else ""
@@ -208,8 +218,9 @@ def markdown(result: dict) -> str:
                   f"| hand-written loop | {e['hand_loop_images_per_second']:.1f} | 1.00 |",
                   f"| transfer engine (Trainer.fit) | {e['engine_images_per_second']:.1f} | {e['ratio']:.3f}{spread} |",
                   "",
-                  f"{e['model']}, batch {e['batch_size']}, {e['resolution']} px, fp32"
-                  f"{', channels_last' if e['channels_last'] else ''}; {e['rounds']} rounds of {e['steps']} steps each "
+                  f"{e['model']}, batch {e['batch_size']}, {e['resolution']} px, {e.get('precision', 'fp32')}"
+                  f"{', channels_last' if e['channels_last'] else ''}, engine loader workers "
+                  f"{e.get('workers', 0)}; {e['rounds']} rounds of {e['steps']} steps each "
                   "way, order alternating; ratio = median of the per-round ratios.", ""]
     if p:
         lines += ["| input pipeline (1 worker), img/s | ImageFolder + torchvision PIL preset | ImageFolder + our "
@@ -233,6 +244,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--device", default="cpu", help="the engine part's device: cpu, cuda, auto")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="the engine's loader workers (0: batches made in the training process, between "
+                             "steps; on a GPU that serial work is the gap, as it would be in a real run)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="the engine part's precision (autocast in both loops)")
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--source-size", type=int, default=320)
     parser.add_argument("--pipeline-resolution", type=int, default=224)
@@ -242,7 +259,7 @@ def main() -> None:
     path = args.out / "engine.json"
     # --only re-measures one part and keeps the other from the last full run
     result = json.loads(path.read_text()) if args.only and path.is_file() else {}
-    result.update(date=dt.date.today().isoformat(), machine=describe_machine(torch.device("cpu")),
+    result.update(date=dt.date.today().isoformat(), machine=describe_machine(resolve_device(args.device)),
                   args={k: v for k, v in vars(args).items() if k != "out"})
     if args.only in (None, "engine"):
         result["engine"] = engine_overhead(args)

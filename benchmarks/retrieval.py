@@ -57,10 +57,15 @@ def _reset_peak() -> None:
 def worker(backend: str, path: str, k: int, out: str) -> None:
     """One measurement in this process: load, search, report seconds and peak memory rise."""
     import faiss  # imports first: neither their time nor their memory is the search's
+    import torch
 
     from transfer.eval.index import search
 
     emb = np.load(path)
+    on_gpu = backend == "torch" and torch.cuda.is_available()  # the torch backend searches on the GPU there
+    if on_gpu:
+        torch.zeros(1, device="cuda")  # CUDA's start-up is not the search's time
+        torch.cuda.synchronize()
     _reset_peak()
     base = _status("VmRSS")
     t = time.perf_counter()
@@ -79,15 +84,18 @@ def worker(backend: str, path: str, k: int, out: str) -> None:
         name, _, kind = backend.partition(":")
         res = search(emb, emb, k, self_index=np.arange(len(emb)), backend=name, index=kind or "flat")
         scores, indices, note, exact = res.scores, res.indices, res.note, res.exact
-    seconds = time.perf_counter() - t
+    seconds = time.perf_counter() - t  # the results are numpy arrays: the GPU work has finished
     peak = _status("VmHWM") - base
+    gpu_peak = torch.cuda.max_memory_allocated() if on_gpu else None
     np.savez(out, scores=scores, indices=indices)
-    print(json.dumps({"seconds": seconds, "peak_bytes": peak, "note": note, "exact": exact}))
+    print(json.dumps({"seconds": seconds, "peak_bytes": peak, "gpu_peak_bytes": gpu_peak, "note": note,
+                      "exact": exact, "device": "cuda" if on_gpu else "cpu"}))
 
 
 def measure(backend: str, path: Path, k: int, tmp: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     out = tmp / f"{backend.replace(':', '_')}.npz"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     res = subprocess.run([sys.executable, __file__, "--worker", backend, "--file", str(path), "--k", str(k),
                           "--result", str(out)], capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
@@ -133,6 +141,7 @@ def run(args) -> dict:
             size = emb.nbytes
             del emb
             base_info, base_scores, base_idx = measure("faiss-flat", path, args.k, tmp)
+            print(json.dumps({"dim": d, "baseline_seconds": base_info["seconds"]}), flush=True)
             exact_recall = recall_at_1(base_idx, labels)
             rows.append({"dim": d, "backend": "faiss IndexFlatIP (baseline)", **base_info,
                          "embeddings_bytes": size, "ratio_time": 1.0, "identical": True,
@@ -150,28 +159,36 @@ def run(args) -> dict:
                     row["recall_vs_exact"] = float(np.sum(found) / base_idx.size)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    machine_info = {**describe_machine(torch.device("cpu")), "faiss": faiss.__version__}
+    gpu = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    machine_info = {**describe_machine(torch.device("cpu")), "faiss": faiss.__version__,
+                    **({"gpu": describe_machine(gpu)["gpu"]} if gpu.type == "cuda" else {})}
     return {"date": dt.date.today().isoformat(), "machine": machine_info, "n": args.n, "k": args.k,
             "classes": args.classes, "rows": rows}
 
 
 def machine(m: dict) -> str:
-    return (f"{m['cpus']} CPUs ({m['processor']}), {m['threads']} torch threads, torch {m['torch']}, "
+    gpu = f", GPU {m['gpu']} (the torch backend's device)" if "gpu" in m else ""
+    return (f"{m['cpus']} CPUs ({m['processor']}), {m['threads']} torch threads{gpu}, torch {m['torch']}, "
             f"faiss {m['faiss']}")
 
 
 def markdown(result: dict) -> str:
     lines = [f"# Retrieval search at SOP test size ({result['n']:,} embeddings, every one a query, k={result['k']})",
              "", f"{result['date']}; {machine(result['machine'])}. One fresh process per row; peak memory = rise "
-             "of the resident high-water mark over the loaded embeddings. Ratio = time / FAISS IndexFlatIP's.", "",
+             "of the resident high-water mark over the loaded embeddings (on a GPU: the GPU's peak allocation "
+             "besides). Ratio = time / FAISS IndexFlatIP's.", "",
              "| dim | backend | seconds | ratio | peak memory / embeddings | same neighbours | Recall@1 | "
              "recall vs exact |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         same = "approximate" if not r["exact"] else ("yes" if r.get("identical") else "NO")
         vs = f"{r['recall_vs_exact']:.4f}" if "recall_vs_exact" in r else "1 (exact)"
-        lines.append(f"| {r['dim']} | {r['backend']} | {r['seconds']:.1f} | {r['ratio_time']:.2f} | "
-                     f"{r['peak_bytes'] / r['embeddings_bytes']:.2f}x | {same} | {r['recall@1']:.4f} | {vs} |")
+        name = r["backend"] + (" (cuda)" if r.get("device") == "cuda" else "")
+        memory = f"{r['peak_bytes'] / r['embeddings_bytes']:.2f}x"
+        if r.get("gpu_peak_bytes") is not None:
+            memory += f", GPU {r['gpu_peak_bytes'] / r['embeddings_bytes']:.2f}x"
+        lines.append(f"| {r['dim']} | {name} | {r['seconds']:.2f} | {r['ratio_time']:.3f} | {memory} | {same} | "
+                     f"{r['recall@1']:.4f} | {vs} |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchcodec.decoders import decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..errors import TransferError
@@ -78,6 +77,10 @@ def decode_tensor(data: bytes | str | Path) -> torch.Tensor:
     except OSError as e:
         raise BadImage(f"{type(e).__name__}: {e}") from None
     if raw.startswith(_JPEG_START):
+        # imported here: only JPEG decoding needs TorchCodec (and its native library), not the rest of the
+        # package (a GPU image with its own torch but no TorchCodec runs every in-memory source)
+        from torchcodec.decoders import decode_jpeg
+
         try:
             return decode_jpeg(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode="RGB")
         except RuntimeError:
