@@ -135,7 +135,7 @@ def test_report_opens_with_the_numbers_and_shows_only_figures_the_run_made(demo)
 def test_over_seeds_says_which_gains_held_on_every_seed(tmp_path):
     """Hand-made results of three seeds: a gain on all three holds, one lost on a seed does not, and for the
     corruption error a gain is a lower value."""
-    from transfer.stages.demo_report import DemoResult, over_seeds, write_seeds_report
+    from transfer.stages.demo_report import DemoResult, budget_means, over_seeds, write_seeds_report
 
     def result(seed, top1_pre, top1_rnd, mce_pre, mce_rnd, r1_pre, r1_rnd):
         res = DemoResult(tmp_path / f"seed-{seed}")
@@ -170,6 +170,12 @@ def test_over_seeds_says_which_gains_held_on_every_seed(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "in 1 of 3 comparisons" in page and "by at least 0.070" in page
     assert re.findall(r"href='([^']+)'", page) == ["seed-0/report.html", "seed-1/report.html", "seed-2/report.html"]
+    # the label-budget plot over the seeds leads the page, drawn from the seeds' means
+    assert re.findall(r"<img src='([^']+)'", page) == ["figures/label_budget.png"]
+    assert (tmp_path / "figures" / "label_budget.png").stat().st_size > 0
+    means = dict(budget_means(list(per_seed.values()))["pretrained"])
+    assert means == {10: pytest.approx((0.95 + 0.93 + 0.96) / 3)}
+    assert dict(budget_means(list(per_seed.values()))["pixels"]) == {10: pytest.approx(0.8)}
 
 
 @pytest.mark.parametrize("seeds, said", [("0,x", "not a comma-separated list of integers"),

@@ -94,27 +94,44 @@ def headline(res: DemoResult) -> list[str]:
     return [s1, s2]
 
 
-def budget_plot(res: DemoResult, path: Path) -> Path:
-    """Top-1 against labelled digits per class: the two fine-tunings and the two linear baselines."""
+def budget_means(runs: list[DemoResult]) -> dict[str, list[tuple[int | None, float]]]:
+    """{init: [(labels per class, top-1 averaged over the runs that have it)]}."""
+    values: dict[str, dict] = {}
+    for res in runs:
+        for init, pts in budget_curves(res).items():
+            for b, v in pts:
+                values.setdefault(init, {}).setdefault(b, []).append(v)
+    return {init: [(b, sum(v) / len(v)) for b, v in by.items()] for init, by in values.items()}
+
+
+def budget_plot(runs: list[DemoResult], path: Path) -> Path:
+    """Top-1 against labelled digits per class: the two fine-tunings and the two linear baselines. Over several
+    seeds each seed's line is drawn faint and the mean over the seeds bold, so the spread is seen."""
     plt = pyplot()
-    curves = budget_curves(res)
-    budgets = sorted({b for pts in curves.values() for b, _ in pts if b is not None})
+    per_seed = [budget_curves(res) for res in runs]
+    budgets = sorted({b for curves in per_seed for pts in curves.values() for b, _ in pts if b is not None})
     # "all" sits one step right of the largest budget, on the same log axis
     where = {b: b for b in budgets}
     where[None] = (budgets[-1] * 2.5) if budgets else 1.0
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     styles = {"pretrained": ("C0", "o", "-"), "random": ("C3", "s", "-"), "pixels": ("0.4", "^", "--"),
               "frozen": ("C2", "D", "--")}
-    for init, pts in curves.items():
+    several = len(per_seed) > 1
+    for init, mean in budget_means(runs).items():
         color, marker, line = styles.get(init, ("C7", "x", ":"))
-        pts = sorted(pts, key=lambda p: where[p[0]])
-        ax.plot([where[b] for b, _ in pts], [v for _, v in pts], color=color, marker=marker, linestyle=line,
-                label=INITS.get(init, init))
+        for curves in per_seed if several else []:
+            pts = sorted(curves.get(init, []), key=lambda p: where[p[0]])
+            ax.plot([where[b] for b, _ in pts], [v for _, v in pts], color=color, linestyle=line, alpha=0.25,
+                    linewidth=1)
+        mean = sorted(mean, key=lambda p: where[p[0]])
+        ax.plot([where[b] for b, _ in mean], [v for _, v in mean], color=color, marker=marker, linestyle=line,
+                linewidth=2 if several else 1.5, label=INITS.get(init, init))
     ax.set_xscale("log")
     ax.set_xticks([where[b] for b in [*budgets, None]], [*map(str, budgets), "all"])
     ax.minorticks_off()
     ax.set_xlabel("labelled training digits per class")
-    ax.set_ylabel("top-1 on the held-out digits")
+    ax.set_ylabel("top-1 on the held-out digits" + (f" (mean of {len(per_seed)} seeds; faint: each)" if several
+                                                     else ""))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -157,6 +174,11 @@ def _page(title: str, body: str) -> str:
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>{body}</body></html>")
 
 
+def _figure(title: str, path: Path) -> str:
+    return (f"<figure><img src='{html.escape(path.as_posix())}' alt='{html.escape(title)}'><figcaption>"
+            f"{html.escape(title)}</figcaption></figure>")
+
+
 def write_report(res: DemoResult, *, seed: int, quick: bool, robustness: dict) -> None:
     out = res.out
     rows = summary_table(res)
@@ -168,7 +190,7 @@ def write_report(res: DemoResult, *, seed: int, quick: bool, robustness: dict) -
     limit = ("every held-out digit" if robustness["limit"] is None
              else f"{robustness['limit']} held-out digits, spread over the classes")
     all_labels = {init: out / f"finetune-{init}" for init in ("pretrained", "random")}
-    figures = [("Top-1 against the label budget", budget_plot(res, figures_dir / "label_budget.png")),
+    figures = [("Top-1 against the label budget", budget_plot([res], figures_dir / "label_budget.png")),
                ("Fine-tuning on all labels: both initialisations", curves_plot(all_labels, figures_dir / "curves.png")),
                ("Pretraining on the invented alphabet", out / "pretrain" / "plots" / "accuracy.png")]
     for init in all_labels:
@@ -195,17 +217,13 @@ def write_report(res: DemoResult, *, seed: int, quick: bool, robustness: dict) -
     md += ["", timing, ""] + [f"## {t}\n\n![{t}]({p.as_posix()})\n" for t, p in rest]
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
 
-    def img(t, p):
-        return f"<figure><img src='{html.escape(p.as_posix())}' alt='{html.escape(t)}'><figcaption>{html.escape(t)}"\
-               f"</figcaption></figure>"
-
     cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     page = _page("transfer demo", f"<h1>transfer demo (seed {seed}{', quick settings' if quick else ''})</h1>"
             + "".join(f"<p>{html.escape(s)}</p>" for s in intro)
-            + "".join(img(t, p) for t, p in first)
+            + "".join(_figure(t, p) for t, p in first)
             + f"<p>{html.escape(method)}</p><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
             + f"</tr>{cells}</table><p>{html.escape(timing)}</p>"
-            + "".join(f"<h2>{html.escape(t)}</h2>" + img(t, p) for t, p in rest))
+            + "".join(f"<h2>{html.escape(t)}</h2>" + _figure(t, p) for t, p in rest))
     atomic_write_bytes(out / "report.html", page.encode())
 
 
@@ -256,14 +274,18 @@ def write_seeds_report(out: Path, per_seed: dict[int, DemoResult]) -> list[dict]
             f"seed in {len(held)} of {len(rows)} comparisons" + (": " + "; ".join(map(_held, held)) if held else "")
             + ".")
     links = [(f"seed {s}", f"seed-{s}/report.html") for s in seeds]
-    md = [f"# transfer demo over seeds {', '.join(map(str, seeds))}", "", said, "",
-          "| " + " | ".join(header) + " |", "|" + " --- |" * len(header), *("| " + " | ".join(r) + " |" for r in table),
+    plot = budget_plot(list(per_seed.values()), make_dir(out / "figures") / "label_budget.png").relative_to(out)
+    title = f"Top-1 against the label budget over seeds {', '.join(map(str, seeds))}"
+    md = [f"# transfer demo over seeds {', '.join(map(str, seeds))}", "", said, "", f"![{title}]({plot.as_posix()})",
+          "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
+          *("| " + " | ".join(r) + " |" for r in table),
           "", "Each seed's report: " + ", ".join(f"[{t}]({p.replace('.html', '.md')})" for t, p in links), ""]
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in table)
     page = _page("transfer demo over seeds",
                  f"<h1>transfer demo over seeds {html.escape(', '.join(map(str, seeds)))}</h1><p>{html.escape(said)}"
-                 "</p><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + f"</tr>{cells}</table>"
+                 "</p>" + _figure(title, plot) + "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                 + f"</tr>{cells}</table>"
                  "<p>" + ", ".join(f"<a href='{html.escape(p)}'>{html.escape(t)}</a>" for t, p in links) + "</p>")
     atomic_write_bytes(out / "report.html", page.encode())
     return rows
