@@ -533,7 +533,8 @@ def retrieve(run, metrics, embeddings_file, queries, topk, data_path, split, bac
 @click.option("--seeds", default=None, metavar="LIST",
               help="Run the demo once per seed (e.g. 0,1,2,3,4) into DEMO/seed-N/, and report which gains held on "
                    "every seed (DEMO/report.html, seeds.json). Replaces --seed.")
-@click.option("--workers", default=2, show_default=True, help="Data-loading worker processes per stage.")
+@click.option("--workers", default=1, show_default=True,
+              help="Data-loading worker processes per stage (1: on 2 cores, one for them and one for the network).")
 @click.option("--quick", is_flag=True, help="Shrink every stage to seconds (a smoke check; the numbers mean little).")
 @click.option("--resume", is_flag=True,
               help="Continue the stopped demo in --out with its own settings: finished stages are kept, the stopped "

@@ -5,6 +5,7 @@
                                               25; no suffix: all), from that backbone and from scratch
     DEMO/retrieval-{pretrained,random}/       zero-shot digit retrieval (train 0-4, search 5-9), both ways
     DEMO/finetune-*/robustness/               corruption errors and unnormalised mCE (all-label classifiers)
+    DEMO/corrupted/                           the corrupted held-out digits both evaluations read (JPEG)
     DEMO/figures/, summary.json, report.md, report.html
 
 With several seeds (`transfer demo --seeds 0,1,2,3,4`) each seed's demo goes to DEMO/seed-N/ and DEMO/report.html
@@ -120,6 +121,7 @@ def _temporary(p: Path) -> bool:
     return p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX)
 
 
+CORRUPTED = "corrupted"  # the corrupted held-out digits as JPEGs, shared by the two robustness evaluations
 DEMO_FILE = "demo.json"  # {"settings": what the demo was started with, "seconds": each finished stage's}
 
 
@@ -148,7 +150,7 @@ def _record(out: Path, settings: dict, seconds: dict[str, float]) -> None:
                                          ).encode())
 
 
-def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: int = 2,
+def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, workers: int = 1,
              resume: bool = False) -> DemoResult:
     from ..data.sources import labelled_subset, open_split
     from .probes import digit_pixels, frozen_features, linear_top1
@@ -234,11 +236,13 @@ def _robustness(run: Path, **settings) -> dict:
     written = run / "robustness" / "robustness.json"  # published whole, after everything else of it
     if written.is_file():
         return json.loads(written.read_text())
+    # Both classifiers see the same corrupted digits (same records, crop and seed): the first one's evaluation
+    # keeps them in DEMO/corrupted/ and the second reads them back instead of corrupting them again.
     return evaluate_robustness(str(run / "weights" / "final.safetensors"), corruptions="15",
-                               out=str(run / "robustness"), **settings)
+                               cache=str(run.parent / CORRUPTED), out=str(run / "robustness"), **settings)
 
 
-def run_demo_seeds(out: str | Path, seeds: list[int], *, quick: bool = False, workers: int = 2,
+def run_demo_seeds(out: str | Path, seeds: list[int], *, quick: bool = False, workers: int = 1,
                    resume: bool = False) -> dict[int, DemoResult]:
     """The demo once per seed, each in its own DEMO/seed-N/, then the report over the seeds."""
     out = Path(out)
