@@ -34,7 +34,7 @@ print(json.dumps(transfer_gain(Path({tmp!r}), seed={seed}, threads={threads})))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--threads", default="2")
+    ap.add_argument("--threads", default="1")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "transfer_gain.json")
     args = ap.parse_args()
     rows = []
