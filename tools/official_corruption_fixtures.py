@@ -17,7 +17,9 @@ The random corruptions are seeded so that an implementation drawing the same num
 compared pixel for pixel: numpy's global RNG is seeded before each call (``np.random.seed(seed)``), and
 scikit-image's ``random_noise`` (impulse noise), which makes its own Generator, gets ``seed`` too. Glass blur is
 left out: its per-pixel loop of draws cannot be shared by a vectorised implementation. Motion blur and snow need
-ImageMagick (wand); without its library they are reported as not run.
+ImageMagick (wand); without its library they are reported as not run, and ``--only motion_blur,snow`` adds them
+later to the fixtures already made (those two need neither scikit-image 0.19 nor Python 3.10; Debian's
+``libmagickwand-6.q16-6`` gives the library).
 
     python tools/official_corruption_fixtures.py --official /path/to/assembled-cnn \\
         --out tests/fixtures/official/corruptions
@@ -152,7 +154,15 @@ def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--official", type=checkout, required=True, help="checkout of clovaai/assembled-cnn")
     cli.add_argument("--out", type=Path, default=Path("tests/fixtures/official/corruptions"), help="folder to write")
+    cli.add_argument("--only", type=lambda v: v.split(","), default=None, metavar="NAMES",
+                     help="run only these corruptions (comma-separated) and add them to the fixtures already in --out, "
+                          "keeping the rest (e.g. motion_blur,snow where ImageMagick was missing the first time)")
     args = cli.parse_args()
+    unknown = sorted(set(args.only or []) - set(NAMES))
+    if unknown:
+        cli.error(f"--only: unknown corruptions {unknown}; choose from {list(NAMES)}")
+    if args.only and not (args.out / "fixture.json").is_file():
+        cli.error(f"--only adds to fixtures in --out, and {args.out} has none; make them first without --only")
     ns, failed = load_generator(args.official, SIZE, RESIZE)
     from PIL import Image
 
@@ -165,6 +175,8 @@ def main() -> None:
     arrays["input"] = image
     ran, not_run = [], {}
     for k, name in enumerate(NAMES):
+        if args.only and name not in args.only:
+            continue
         if name in NOT_SHAREABLE:
             not_run[name] = NOT_SHAREABLE[name]
             continue
@@ -188,6 +200,9 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(args.official), "rev-parse", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or None
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.only:
+        add(args, arrays, ran, not_run, commit)
+        return
     np.savez_compressed(args.out / "corruptions.npz", **arrays)
     doc = {
         "source": f"clovaai/assembled-cnn {GENERATOR}",
@@ -211,6 +226,27 @@ def main() -> None:
     (args.out / "fixture.json").write_text(json.dumps(doc, indent=2) + "\n")
     size = (args.out / "corruptions.npz").stat().st_size
     print(f"wrote {args.out}: {len(ran)} corruptions x 5 severities ({size / 1024:.0f} KB); not run: "
+          + (", ".join(f"{k} ({v})" for k, v in not_run.items()) or "none"), file=sys.stderr)
+
+
+def add(args, arrays: dict, ran: list[str], not_run: dict, commit: str | None) -> None:
+    """--only: these corruptions' outputs into the existing fixtures; fixture.json says what was added, when
+    and with which library versions (the inputs must be the same photo and crop)."""
+    old = dict(np.load(args.out / "corruptions.npz"))
+    if not np.array_equal(old["input"], arrays["input"]):
+        sys.exit(f"error: the photo's crop differs from the one in {args.out}; regenerate everything without --only")
+    doc = json.loads((args.out / "fixture.json").read_text())
+    if doc.get("commit") != commit:
+        sys.exit(f"error: {args.out} was made from commit {doc.get('commit')}, this checkout is {commit}")
+    np.savez_compressed(args.out / "corruptions.npz", **{**old, **{k: v for k, v in arrays.items()
+                                                                   if not k.startswith(("input", "crop_"))}})
+    doc["ran"] = [n for n in NAMES if n in set(doc["ran"]) | set(ran)]
+    doc["not_run"] = {**{k: v for k, v in doc["not_run"].items() if k not in ran}, **not_run}
+    doc.setdefault("added", []).append({"names": ran, "versions": versions(),
+                                        "regenerate": f"python tools/official_corruption_fixtures.py --official "
+                                                      f"CHECKOUT --out {args.out} --only {','.join(args.only)}"})
+    (args.out / "fixture.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"added to {args.out}: {', '.join(ran) or 'nothing'}; not run: "
           + (", ".join(f"{k} ({v})" for k, v in not_run.items()) or "none"), file=sys.stderr)
 
 

@@ -12,8 +12,8 @@ at severities 1-5 with that generator's own output on the same image and the sam
   image at severity 5): the same kind of shuffle in another order, so its pixels cannot be compared (`glass_blur`);
 - the OpenCV steps (disk kernel, warpAffine's fixed-point bilinear warp, spatter's Canny edges, chamfer distance,
   box blurs, histogram equalisation) are reproduced with numpy and scipy, with OpenCV's arithmetic; ImageMagick's
-  motion blur (motion blur, snow) is a Gaussian-weighted line of taps, not checked against ImageMagick, whose
-  library the fixture's machine lacked.
+  motion blur (motion blur, snow) is a Gaussian-weighted line of taps, checked against ImageMagick 6.9.11 (Q16)
+  through the official code: within one grey level, and snow keeps the generator's two 8-bit truncations.
 The imagecorruptions package (which the paper's authors' code follows) was tried first: under numpy 2 and current
 scikit-image three of its corruptions fail (glass blur, fog, gaussian blur), it draws from numpy's global RNG, and
 its glass blur takes seconds per image. Its maintained fork ships the frost textures this module overlays.
@@ -262,8 +262,12 @@ def snow(x: Array, severity: int, rng: np.random.Generator) -> Array:
     loc, scale, zoom, threshold, radius, sigma, blend = SNOW[severity - 1]
     h, w = x.shape[:2]
     flakes = clipped_zoom(rng.normal(loc=loc, scale=scale, size=(h, w)), zoom)
-    flakes = np.clip(np.where(flakes < threshold, 0, flakes), 0, 1)
-    flakes = _motion_blur(flakes, radius, sigma, rng.uniform(-135, -45))
+    # The official generator hands the flakes to ImageMagick as an 8-bit image (truncated) and reads the blurred
+    # layer back in 8 bits, which ImageMagick truncates too (measured against it: rounding instead left a quarter
+    # of the pixels a grey level off, and the layer is added twice). 1e-3: float32 sums of whole grey levels can
+    # land a hair under them.
+    flakes = np.floor(np.clip(np.where(flakes < threshold, 0, flakes), 0, 1) * 255)
+    flakes = np.floor(_motion_blur(flakes, radius, sigma, rng.uniform(-135, -45)) + 1e-3) / 255
     grey = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # OpenCV's RGB2GRAY weights
     x = blend * x + (1 - blend) * np.maximum(x, grey[..., None] * 1.5 + 0.5)
     return x + flakes[..., None] + np.rot90(flakes, k=2)[..., None]
