@@ -15,8 +15,8 @@ from .training_helpers import cli_env, tiny_recipe
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def relative_l1(a: dict, b: dict) -> float:
-    keys = [k for k in a if not k.endswith(BN_BUFFERS)]
+def relative_l1(a: dict, b: dict, buffers: bool = False) -> float:
+    keys = [k for k in a if (buffers and not k.endswith("num_batches_tracked")) or not k.endswith(BN_BUFFERS)]
     return sum((a[k] - b[k]).abs().sum().item() for k in keys) / sum(b[k].abs().sum().item() for k in keys)
 
 
@@ -28,7 +28,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
                          schedule={"epochs": 1}, output={"checkpoint_every_steps": 0})
     env = dict(cli_env(tmp_path), OMP_NUM_THREADS="1")
 
-    ddp, single, control = tmp_path / "ddp", tmp_path / "single", tmp_path / "control"
+    ddp, single, control, groups = tmp_path / "ddp", tmp_path / "single", tmp_path / "control", tmp_path / "groups"
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           "-m", "transfer", "pretrain", str(recipe), "--out", str(ddp)],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -37,18 +37,26 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for out, extra in ((single, ["--set", "optim.accumulation=2"]), (control, [])):
+        for out, extra in ((single, ["--set", "optim.accumulation=2"]), (control, []),
+                           (groups, ["--set", "runtime.group_size=8"])):
             res = CliRunner().invoke(cli, ["pretrain", str(recipe), "--out", str(out), *extra],
                                      env={"TRANSFER_CACHE": env["TRANSFER_CACHE"]})
             assert res.exit_code == 0, res.output[-3000:]
     finally:
         torch.set_num_threads(threads)
     weights = {name: load_file(str(tmp_path / name / "weights" / "final.safetensors"))
-               for name in ("ddp", "single", "control")}
+               for name in ("ddp", "single", "control", "groups")}
     same = relative_l1(weights["ddp"], weights["single"])
     other = relative_l1(weights["control"], weights["single"])
     print(f"relative L1: 2 processes vs 1 process x 2 accumulation {same:.2e}; vs the control {other:.2e}")
     assert same < 1e-5 and other > 100 * same, (same, other)
+    # BN running statistics: each process's moving averages, then their mean (the official 8 GPUs' on read), are
+    # one process's in groups of the per-process batch (GhostBatchNorm), buffers and all; rank 0's alone are not
+    grouped = relative_l1(weights["ddp"], weights["groups"], buffers=True)
+    stats = [k for k in weights["ddp"] if k.endswith(("running_mean", "running_var"))]
+    assert stats and grouped < 1e-5, grouped
+    assert relative_l1(weights["single"], weights["groups"], buffers=True) > 100 * grouped  # accumulation moves
+    # the statistics once per micro-batch: a check that the comparison sees them
     info = json.loads((ddp / "run.json").read_text())
     assert info["status"] == "finished" and info["steps"] == 4
     # only rank 0 wrote: one metrics line per step, one event file; the logged loss is the global mean

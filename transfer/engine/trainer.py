@@ -163,13 +163,17 @@ class Trainer:
                 if dev.type != "cuda":
                     raise ConfigError("runtime.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm); set it false")
                 net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-            net = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+            # broadcast_buffers off: each process keeps its own BN moving averages, as each official GPU does,
+            # and _sync_buffers takes their mean (DDP's default would overwrite them with rank 0's every step)
+            net = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                                      broadcast_buffers=False)
         if rt.compile:
             net = torch.compile(net)
         return net
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, optimizer, scaler, observer) -> None:
+        self._sync_buffers()  # every process: the checkpoint holds the mean BN statistics, and so do all of them
         if not self.dist.is_main:
             return
         self.state.records = observer.rows
@@ -198,13 +202,23 @@ class Trainer:
         self.state = TrainState(**ckpt["train"])
 
     def _sync_buffers(self) -> None:
-        """BN statistics differ per process without SyncBN: take rank 0's before evaluating or saving."""
+        """BN running statistics differ per process without SyncBN: each takes their mean over the processes, as
+        the official multi-GPU runs read theirs (per-GPU moving averages, aggregated MEAN on read; GhostBatchNorm
+        explains why the mean is exact whenever it is taken). Every other buffer is rank 0's. Called by every
+        process before validating, checkpointing or saving, so a resumed run continues from what an uninterrupted
+        one holds at that step."""
         if self.dist.enabled:
             import torch.distributed as tdist
 
             for module in (self.model, *([self.ema.module] if self.ema is not None else [])):
+                running = {id(t) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                           for t in (m.running_mean, m.running_var) if t is not None}
                 for b in module.buffers():
-                    tdist.broadcast(b, 0)
+                    if id(b) in running:
+                        tdist.all_reduce(b, op=tdist.ReduceOp.SUM)
+                        b.div_(self.dist.world)
+                    else:
+                        tdist.broadcast(b, 0)
 
     def _save_weights(self, which: str, metrics: dict, model: nn.Module | None = None) -> Path | None:
         if not self.dist.is_main:
