@@ -172,8 +172,20 @@ class Trainer:
         return net
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def _running_stats(self) -> list[torch.Tensor]:
+        """This process's BatchNorm moving averages (the model's, then the EMA's), in a fixed order."""
+        return [t for module in (self.model, *([self.ema.module] if self.ema is not None else []))
+                for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                for t in (m.running_mean, m.running_var) if t is not None]
+
     def _save_checkpoint(self, optimizer, scaler, observer) -> None:
-        self._sync_buffers()  # every process: the checkpoint holds the mean BN statistics, and so do all of them
+        per_process = None
+        if self.dist.enabled:  # every process joins: each one's own BN moving averages go into the checkpoint
+            import torch.distributed as tdist
+
+            own = torch.cat([t.flatten() for t in self._running_stats()])
+            per_process = [torch.empty_like(own) for _ in range(self.dist.world)]
+            tdist.all_gather(per_process, own)
         if not self.dist.is_main:
             return
         self.state.records = observer.rows
@@ -184,7 +196,22 @@ class Trainer:
             "train": dataclasses.asdict(self.state),
             "recipe_hash": self.settings.recipe_hash,
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+            # averaged only to validate and save: a resumed process continues from its own, not from the mean
+            # (which would repeat an uninterrupted run only up to rounding)
+            **({"bn_per_process": [t.cpu() for t in per_process]} if per_process is not None else {}),
         })
+
+    def _restore_running_stats(self, per_process: list[torch.Tensor] | None) -> None:
+        """Each process's own BN moving averages from the checkpoint; resumed with another process count, their
+        mean (what the run would have saved)."""
+        if per_process is None:
+            return  # a one-process run's checkpoint: the model's state is its own
+        flat = (per_process[self.dist.rank] if len(per_process) == self.dist.world
+                else torch.stack(per_process).mean(0))
+        offset = 0
+        for t in self._running_stats():
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
 
     def _resume(self, optimizer, scaler) -> None:
         ckpt = load_checkpoint(self.run.checkpoint)
@@ -197,6 +224,7 @@ class Trainer:
             else:  # a checkpoint from before the EMA was switched on
                 log.warning("%s holds no weight EMA: it starts from the resumed weights", self.run.checkpoint)
                 self.ema.load_state_dict(ckpt["model"])
+        self._restore_running_stats(ckpt.get("bn_per_process"))
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["train"])
@@ -205,14 +233,12 @@ class Trainer:
         """BN running statistics differ per process without SyncBN: each takes their mean over the processes, as
         the official multi-GPU runs read theirs (per-GPU moving averages, aggregated MEAN on read; GhostBatchNorm
         explains why the mean is exact whenever it is taken). Every other buffer is rank 0's. Called by every
-        process before validating, checkpointing or saving, so a resumed run continues from what an uninterrupted
-        one holds at that step."""
+        process before validating or saving weights; checkpoints keep each process's own instead."""
         if self.dist.enabled:
             import torch.distributed as tdist
 
+            running = {id(t) for t in self._running_stats()}
             for module in (self.model, *([self.ema.module] if self.ema is not None else [])):
-                running = {id(t) for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                           for t in (m.running_mean, m.running_var) if t is not None}
                 for b in module.buffers():
                     if id(b) in running:
                         tdist.all_reduce(b, op=tdist.ReduceOp.SUM)
