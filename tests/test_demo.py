@@ -193,6 +193,20 @@ def _without_timing(report: str) -> str:
     return "\n".join(line for line in report.splitlines() if not line.startswith("Total "))
 
 
+def test_both_classifiers_are_scored_on_one_set_of_corrupted_digits(demo):
+    """The second robustness evaluation reads the JPEGs the first one made (DEMO/corrupted/): one cache key (the
+    same records, crop and seed), one file per image, corruption and severity, and equal clean images."""
+    out, _ = demo
+    sets = list((out / "corrupted").iterdir())
+    assert len(sets) == 1, sets
+    results = [json.loads((out / f"finetune-{init}" / "robustness" / "robustness.json").read_text())
+               for init in ("pretrained", "random")]
+    assert results[0]["corruptions"].keys() == results[1]["corruptions"].keys()
+    assert results[0]["preprocessing"] == results[1]["preprocessing"] and results[0]["images"] == results[1]["images"]
+    files = list(sets[0].rglob("*.jpg"))
+    assert len(files) == results[0]["images"] * len(results[0]["corruptions"]) * len(results[0]["severities"])
+
+
 def test_a_stopped_demo_resumes_to_the_results_of_one_never_stopped(demo, tmp_path):
     """The demo as a kill during its last training stage (retrieval from random init) leaves it, a SIGTERM
     inside that stage again while resuming, then --resume once more: the summary, the report and every redone
@@ -200,8 +214,8 @@ def test_a_stopped_demo_resumes_to_the_results_of_one_never_stopped(demo, tmp_pa
     out, _ = demo
     demo_dir = tmp_path / "demo"
     shutil.copytree(out, demo_dir)
-    for rel in ("retrieval-random", "finetune-pretrained/robustness", "finetune-random/robustness", "figures",
-                "summary.json", "report.md", "report.html"):  # not yet written when retrieval-random began
+    for rel in ("retrieval-random", "finetune-pretrained/robustness", "finetune-random/robustness", "corrupted",
+                "figures", "summary.json", "report.md", "report.html"):  # not yet written when retrieval-random began
         shutil.rmtree(demo_dir / rel) if (demo_dir / rel).is_dir() else (demo_dir / rel).unlink()
     record = json.loads((demo_dir / "demo.json").read_text())
     redone = ("retrieval-random", "robustness-pretrained", "robustness-random")
