@@ -186,6 +186,41 @@ def test_ghost_batch_norm_is_plain_batch_norm_on_each_group(dims):
     torch.testing.assert_close(ghost.eval()(x), same(x))
 
 
+@pytest.mark.parametrize("group", [None, 2])
+def test_deferred_statistics_move_once_a_step_by_the_mean_over_micro_batches(group):
+    """Gradient accumulation: three micro-batches (each in groups, or whole) normalise as plain BN on each, and
+    the running statistics move once, at the commit, by the mean of every group's mean and unbiased variance:
+    one step over that many GPUs, not three moves."""
+    from transfer.models.layers import commit_statistics, defer_statistics
+
+    c, m = 3, 0.1
+    micro = [torch.randn(4, c, 5, 5).double() * 2 + k for k in range(3)]
+    bn = nn.BatchNorm2d(c, momentum=m).double()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(c))
+        bn.running_var.copy_(torch.rand(c) + 0.5)
+    r_mean, r_var = bn.running_mean.clone(), bn.running_var.clone()
+    holder = nn.Sequential(bn)
+    set_group_size(holder, group)
+    assert defer_statistics(holder) == 1 and holder[0].deferred
+    layer = holder[0].train()
+    size = group or 4
+    for x in micro:
+        out = layer(x)
+        want = torch.cat([nn.functional.batch_norm(p, None, None, layer.weight, layer.bias, True, 0.0, layer.eps)
+                          for p in x.split(size)])
+        torch.testing.assert_close(out, want)
+    torch.testing.assert_close(layer.running_mean, r_mean)  # nothing moved before the commit
+    commit_statistics(holder)
+    groups = [p for x in micro for p in x.split(size)]
+    flat = torch.stack([p.transpose(0, 1).reshape(c, -1) for p in groups])
+    torch.testing.assert_close(layer.running_mean, (1 - m) * r_mean + m * flat.mean(2).mean(0))
+    torch.testing.assert_close(layer.running_var, (1 - m) * r_var + m * flat.var(2, unbiased=True).mean(0))
+    assert int(layer.num_batches_tracked) == 1
+    commit_statistics(holder)  # a second commit with nothing pending moves nothing
+    assert int(layer.num_batches_tracked) == 1
+
+
 def test_group_size_keeps_the_weights_and_the_state_dict_of_a_model():
     from transfer import create_model
 

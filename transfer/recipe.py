@@ -148,7 +148,8 @@ class OptimSection:
     decay_bias: bool = opt(True, "apply weight decay to biases (paper: the FC bias is decayed)")
     grad_clip: float | None = opt(None, "clip the global gradient norm to this value", min=0)
     batch_size: int = opt(256, "global batch size (all processes, all accumulation steps)", min=1)
-    accumulation: int = opt(1, "gradient accumulation steps per optimizer step", min=1)
+    accumulation: int = opt(1, "gradient accumulation steps per optimizer step (BatchNorm's running statistics "
+                            "move once per step, by the mean over its micro-batches, as over that many GPUs)", min=1)
     bn_momentum_rule: bool = opt(False, "BN momentum from steps per epoch s: TF decay max(1 - 10/s, 0.9) "
                                  "(the paper's fine-tuning rule)")
 

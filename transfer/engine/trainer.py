@@ -25,7 +25,7 @@ from ..data.mixing import BatchLayout, reads_per_sample
 from ..data.sources import DataError
 from ..errors import ConfigError, TransferError
 from ..files import fault_point
-from ..models.layers import set_group_size
+from ..models.layers import commit_statistics, defer_statistics, set_group_size
 from ..models.weights import save_weights
 from ..recipe import OptimSection, OutputSection, RegularizationSection, RuntimeSection, ScheduleSection
 from ..runs import RunDir
@@ -151,6 +151,8 @@ class Trainer:
         self.model.to(dev)
         if rt.group_size:
             set_group_size(self.model, rt.group_size)
+        if self.settings.optim.accumulation > 1:
+            defer_statistics(self.model)  # BN statistics move once per optimizer step, as over that many GPUs
         if rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.bn_momentum is not None:
@@ -403,6 +405,8 @@ class Trainer:
             if not last:
                 continue
             self._optimizer_step(net, optimizer, scaler)
+            if accum > 1:
+                commit_statistics(self.model)
             if self.ema is not None:
                 self.ema.update(self.model)
             st.step += 1

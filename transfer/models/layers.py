@@ -208,22 +208,26 @@ class GhostBatchNorm(nn.modules.batchnorm._BatchNorm):
         running = (1 - momentum) * running + momentum * mean over groups of (group mean, group unbiased var).
     A shorter last group (images the loader skipped) is one more group in that mean, as a GPU would be.
     Outside training, or on a batch no larger than a group, it is plain BatchNorm.
+
+    With `deferred` (set by `defer_statistics`: gradient accumulation), a micro-batch's groups add their
+    statistics to a pending sum and `commit_statistics` moves the running statistics once per optimizer step,
+    with the mean over every group of the step's micro-batches: a step in A micro-batches moves them as one
+    step over A GPUs does, not A times.
     """
 
     group_size: int | None = None
+    deferred: bool = False
+    _pending: tuple[torch.Tensor, torch.Tensor, int] | None = None  # (sum of means, sum of variances, groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.group_size
-        if not self.training or not g or x.shape[0] <= g:
+        grouped = bool(g) and x.shape[0] > g
+        if not self.training or not (grouped or self.deferred):
             return super().forward(x)
         self._check_input_dim(x)
         track = self.track_running_stats and self.running_mean is not None
-        factor = 0.0
-        if track:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         outs, means, variances = [], [], []
-        for part in x.split(g):
+        for part in (x.split(g) if grouped else (x,)):
             # momentum 1 into zero / one buffers leaves exactly the part's mean and unbiased variance there
             mean = torch.zeros_like(self.running_mean) if track else None
             var = torch.ones_like(self.running_var) if track else None
@@ -232,9 +236,26 @@ class GhostBatchNorm(nn.modules.batchnorm._BatchNorm):
             variances.append(var)
         if track:
             with torch.no_grad():
-                self.running_mean.mul_(1 - factor).add_(torch.stack(means).mean(0), alpha=factor)
-                self.running_var.mul_(1 - factor).add_(torch.stack(variances).mean(0), alpha=factor)
+                m, v = torch.stack(means).sum(0), torch.stack(variances).sum(0)
+                if self.deferred:
+                    pm, pv, n = self._pending or (0, 0, 0)
+                    self._pending = (m + pm, v + pv, n + len(means))
+                else:
+                    self._move(m / len(means), v / len(variances))
         return torch.cat(outs)
+
+    def _move(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+        self.running_var.mul_(1 - factor).add_(var, alpha=factor)
+
+    def commit(self) -> None:
+        if self._pending is not None:
+            m, v, n = self._pending
+            self._pending = None
+            with torch.no_grad():
+                self._move(m / n, v / n)
 
 
 class GhostBatchNorm1d(GhostBatchNorm, nn.BatchNorm1d):
@@ -245,7 +266,7 @@ class GhostBatchNorm2d(GhostBatchNorm, nn.BatchNorm2d):
     pass
 
 
-def _ghost(bn: nn.modules.batchnorm._BatchNorm, group_size: int) -> nn.Module:
+def _ghost(bn: nn.modules.batchnorm._BatchNorm, group_size: int | None) -> nn.Module:
     """`bn` as a GhostBatchNorm holding the same parameter and buffer tensors (the optimizer's stay valid)."""
     cls = GhostBatchNorm2d if isinstance(bn, nn.BatchNorm2d) else GhostBatchNorm1d
     ghost = cls.__new__(cls)
@@ -271,6 +292,28 @@ def set_group_size(model: nn.Module, group_size: int | None) -> int:
                 continue
             count += 1
     return count
+
+
+def defer_statistics(model: nn.Module) -> int:
+    """Every BatchNorm of `model` keeps its micro-batches' statistics until `commit_statistics` (gradient
+    accumulation: one move of the running statistics per optimizer step). Returns how many layers it set."""
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) in (nn.BatchNorm1d, nn.BatchNorm2d):
+                child = _ghost(child, None)
+                setattr(parent, name, child)
+            if isinstance(child, GhostBatchNorm):
+                child.deferred = True
+                count += 1
+    return count
+
+
+def commit_statistics(model: nn.Module) -> None:
+    """Move each deferred BatchNorm's running statistics once, by the mean of what its micro-batches saw."""
+    for m in model.modules():
+        if isinstance(m, GhostBatchNorm):
+            m.commit()
 
 
 def set_keep_prob(model: nn.Module, keep_prob: float) -> int:
