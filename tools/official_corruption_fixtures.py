@@ -201,7 +201,7 @@ def main() -> None:
                             text=True).stdout.strip() or None
     args.out.mkdir(parents=True, exist_ok=True)
     if args.only:
-        add(args, arrays, ran, not_run, commit)
+        add(cli, args, arrays, ran, not_run, commit)
         return
     np.savez_compressed(args.out / "corruptions.npz", **arrays)
     doc = {
@@ -229,15 +229,17 @@ def main() -> None:
           + (", ".join(f"{k} ({v})" for k, v in not_run.items()) or "none"), file=sys.stderr)
 
 
-def add(args, arrays: dict, ran: list[str], not_run: dict, commit: str | None) -> None:
+def add(cli: argparse.ArgumentParser, args, arrays: dict, ran: list[str], not_run: dict,
+        commit: str | None) -> None:
     """--only: these corruptions' outputs into the existing fixtures; fixture.json says what was added, when
     and with which library versions (the inputs must be the same photo and crop)."""
     old = dict(np.load(args.out / "corruptions.npz"))
     if not np.array_equal(old["input"], arrays["input"]):
-        sys.exit(f"error: the photo's crop differs from the one in {args.out}; regenerate everything without --only")
+        cli.error(f"the photo's crop differs from the one in {args.out}; regenerate everything without --only")
     doc = json.loads((args.out / "fixture.json").read_text())
     if doc.get("commit") != commit:
-        sys.exit(f"error: {args.out} was made from commit {doc.get('commit')}, this checkout is {commit}")
+        cli.error(f"{args.out} was made from commit {doc.get('commit')}, this checkout is {commit}; check out that "
+                  "commit or regenerate everything without --only")
     np.savez_compressed(args.out / "corruptions.npz", **{**old, **{k: v for k, v in arrays.items()
                                                                    if not k.startswith(("input", "crop_"))}})
     doc["ran"] = [n for n in NAMES if n in set(doc["ran"]) | set(ran)]

@@ -174,9 +174,13 @@ class Trainer:
         return net
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def _modules_with_state(self) -> tuple[nn.Module, ...]:
+        """The model and, when kept, its weight EMA: what holds BatchNorm statistics."""
+        return (self.model, *([self.ema.module] if self.ema is not None else []))
+
     def _running_stats(self) -> list[torch.Tensor]:
         """This process's BatchNorm moving averages (the model's, then the EMA's), in a fixed order."""
-        return [t for module in (self.model, *([self.ema.module] if self.ema is not None else []))
+        return [t for module in self._modules_with_state()
                 for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                 for t in (m.running_mean, m.running_var) if t is not None]
 
@@ -240,7 +244,7 @@ class Trainer:
             import torch.distributed as tdist
 
             running = {id(t) for t in self._running_stats()}
-            for module in (self.model, *([self.ema.module] if self.ema is not None else [])):
+            for module in self._modules_with_state():
                 for b in module.buffers():
                     if id(b) in running:
                         tdist.all_reduce(b, op=tdist.ReduceOp.SUM)

@@ -275,38 +275,34 @@ def _ghost(bn: nn.modules.batchnorm._BatchNorm, group_size: int | None) -> nn.Mo
     return ghost
 
 
+def _ghost_layers(model: nn.Module, convert: bool) -> list[GhostBatchNorm]:
+    """`model`'s GhostBatchNorms; with `convert`, every plain BatchNorm1d/2d becomes one first, holding the same
+    tensors, so the weights, the state dict and the optimizer's parameters are unchanged."""
+    if convert:
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) in (nn.BatchNorm1d, nn.BatchNorm2d):
+                    setattr(parent, name, _ghost(child, None))
+    return [m for m in model.modules() if isinstance(m, GhostBatchNorm)]
+
+
 def set_group_size(model: nn.Module, group_size: int | None) -> int:
     """BatchNorm statistics and DropBlock masks per group of `group_size` samples in training (None: the whole
-    batch): every BatchNorm1d/2d becomes a GhostBatchNorm holding the same tensors, so the weights, the state
-    dict and the optimizer's parameters are unchanged. Returns how many layers it set."""
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, GhostBatchNorm):
-                child.group_size = group_size
-            elif type(child) in (nn.BatchNorm1d, nn.BatchNorm2d) and group_size:
-                setattr(parent, name, _ghost(child, group_size))
-            elif isinstance(child, DropBlock):
-                child.group_size = group_size
-            else:
-                continue
-            count += 1
-    return count
+    batch); with a group size every BatchNorm becomes a GhostBatchNorm. Returns how many layers it set."""
+    layers = [*_ghost_layers(model, convert=bool(group_size)),
+              *(m for m in model.modules() if isinstance(m, DropBlock))]
+    for m in layers:
+        m.group_size = group_size
+    return len(layers)
 
 
 def defer_statistics(model: nn.Module) -> int:
     """Every BatchNorm of `model` keeps its micro-batches' statistics until `commit_statistics` (gradient
     accumulation: one move of the running statistics per optimizer step). Returns how many layers it set."""
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) in (nn.BatchNorm1d, nn.BatchNorm2d):
-                child = _ghost(child, None)
-                setattr(parent, name, child)
-            if isinstance(child, GhostBatchNorm):
-                child.deferred = True
-                count += 1
-    return count
+    ghosts = _ghost_layers(model, convert=True)
+    for m in ghosts:
+        m.deferred = True
+    return len(ghosts)
 
 
 def commit_statistics(model: nn.Module) -> None:
